@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up everything the recipe needs on a fresh machine, idempotently:
+#   1. Debian packages: the offline TTS engines and sox used by the embedded corpus;
+#   2. a virtual environment in .venv with the pinned Python packages.
+# Re-running it is cheap: each step is skipped when already done.
+set -euo pipefail
+
+repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv_dir="${VENV_DIR:-$repo_dir/.venv}"
+
+apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min)
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [setup] $*"; }
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp="$venv_dir/.requirements.sha256"
+want=$(sha256sum "$repo_dir/requirements.txt" | cut -d' ' -f1)
+if [[ ! -x "$venv_dir/bin/python" ]]; then
+  log "creating virtual environment $venv_dir"
+  python3 -m venv "$venv_dir"
+fi
+if [[ ! -f "$stamp" || $(cat "$stamp") != "$want" ]]; then
+  log "installing Python packages from requirements.txt (about a minute)"
+  "$venv_dir/bin/pip" install -q --disable-pip-version-check -r "$repo_dir/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$want" > "$stamp"
+fi
+log "environment ready: $venv_dir"
