@@ -1,0 +1,230 @@
+"""Model-shape flags (icefall's names and defaults) and the builders that turn them into modules.
+
+`params` is a zipformer.utils.AttributeDict with the parsed flags plus feature_dim, vocab_size,
+blank_id and context_size. Per-stack flags are comma-separated strings on the command line and
+tuples of ints after parsing; the builders accept either form.
+"""
+import argparse
+from typing import Sequence, Tuple, Union
+
+from zipformer.decoder import Decoder
+from zipformer.joiner import Joiner
+from zipformer.model import AsrModel
+from zipformer.scaling import ScheduledFloat
+from zipformer.subsampling import Conv2dSubsampling
+from zipformer.utils import AttributeDict, UserError, str2bool
+from zipformer.zipformer import Zipformer2
+
+# Flags with one value per encoder stack (or a single value shared by all stacks).
+PER_STACK_FLAGS = (
+    "num_encoder_layers",
+    "feedforward_dim",
+    "num_heads",
+    "encoder_dim",
+    "query_head_dim",
+    "value_head_dim",
+    "pos_head_dim",
+    "encoder_unmasked_dim",
+    "cnn_module_kernel",
+)
+
+
+def parse_int_tuple(value: Union[str, int, Sequence[int]]) -> Tuple[int, ...]:
+    """'2,2,3' -> (2, 2, 3); an int or a sequence of ints is accepted as is."""
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        try:
+            return tuple(int(v) for v in value.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers such as '2,2,3', got '{value}'"
+            ) from None
+    return tuple(int(v) for v in value)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the Zipformer2 transducer shape flags with the defaults of icefall's 'normal' model."""
+    group = parser.add_argument_group("model shape")
+    int_list = dict(type=parse_int_tuple)
+    group.add_argument(
+        "--num-encoder-layers", default="2,2,3,4,3,2", **int_list,
+        help="Number of Zipformer layers per encoder stack, comma separated.",
+    )
+    group.add_argument(
+        "--downsampling-factor", default="1,2,4,8,4,2", **int_list,
+        help="Frame-rate reduction of each stack relative to the 50 Hz embeddings.",
+    )
+    group.add_argument(
+        "--feedforward-dim", default="512,768,1024,1536,1024,768", **int_list,
+        help="Hidden dim of feed_forward2 per stack (feed_forward1/3 use 3/4 and 5/4 of it).",
+    )
+    group.add_argument(
+        "--num-heads", default="4,4,4,8,4,4", **int_list,
+        help="Attention heads per stack.",
+    )
+    group.add_argument(
+        "--encoder-dim", default="192,256,384,512,384,256", **int_list,
+        help="Embedding dim per stack; the encoder output has the largest of them.",
+    )
+    group.add_argument(
+        "--query-head-dim", default="32", **int_list,
+        help="Query/key dim per head, one value or one per stack.",
+    )
+    group.add_argument(
+        "--value-head-dim", default="12", **int_list,
+        help="Value dim per head, one value or one per stack.",
+    )
+    group.add_argument(
+        "--pos-head-dim", default="4", **int_list,
+        help="Positional-query dim per head, one value or one per stack.",
+    )
+    group.add_argument(
+        "--pos-dim", type=int, default=48,
+        help="Dim of the relative positional embeddings before projection.",
+    )
+    group.add_argument(
+        "--encoder-unmasked-dim", default="192,192,256,256,256,192", **int_list,
+        help="Per stack, channels never zeroed by the training-time feature masks.",
+    )
+    group.add_argument(
+        "--cnn-module-kernel", default="31,31,15,15,15,31", **int_list,
+        help="Depthwise convolution kernel size per stack (odd).",
+    )
+    group.add_argument("--decoder-dim", type=int, default=512, help="Decoder embedding dim.")
+    group.add_argument("--joiner-dim", type=int, default=512, help="Joiner hidden dim.")
+    group.add_argument(
+        "--causal", type=str2bool, default=False,
+        help="Streaming (chunked causal) model. Not implemented yet: only 0 is accepted.",
+    )
+    group.add_argument(
+        "--chunk-size", default="16,32,64,-1", **int_list,
+        help="Causal mode only: chunk sizes (embedding frames) sampled in training; -1 = full.",
+    )
+    group.add_argument(
+        "--left-context-frames", default="64,128,256,-1", **int_list,
+        help="Causal mode only: left-context frames sampled in training; -1 = all.",
+    )
+    group.add_argument(
+        "--use-transducer", type=str2bool, default=True, help="Train the transducer head."
+    )
+    group.add_argument(
+        "--use-ctc", type=str2bool, default=False,
+        help="Add a CTC head. Not implemented yet: only 0 is accepted.",
+    )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def model_shape(params: AttributeDict) -> AttributeDict:
+    """Validated per-stack shape values from `params`, each a tuple with one entry per stack.
+
+    Raises UserError naming the flag when a value cannot work.
+    """
+    if params.causal:
+        raise UserError("causal (streaming) mode is not implemented yet: use --causal 0")
+    if not params.use_transducer:
+        raise UserError("only the transducer head is implemented: use --use-transducer 1")
+    if params.use_ctc:
+        raise UserError("the CTC head is not implemented yet: use --use-ctc 0")
+
+    shape = AttributeDict()
+    try:
+        shape.downsampling_factor = parse_int_tuple(params.downsampling_factor)
+        num_stacks = len(shape.downsampling_factor)
+        for name in PER_STACK_FLAGS:
+            values = parse_int_tuple(params[name])
+            if len(values) == 1:
+                values = values * num_stacks
+            if len(values) != num_stacks:
+                raise UserError(
+                    f"{_flag(name)} has {len(values)} values but --downsampling-factor has "
+                    f"{num_stacks} stacks: give 1 or {num_stacks} comma-separated values"
+                )
+            shape[name] = values
+    except argparse.ArgumentTypeError as e:
+        raise UserError(str(e)) from None
+
+    for name in PER_STACK_FLAGS + ("downsampling_factor",):
+        if min(shape[name]) < 1:
+            raise UserError(f"{_flag(name)} values must be positive, got {shape[name]}")
+    if any(k % 2 == 0 for k in shape.cnn_module_kernel):
+        raise UserError(f"--cnn-module-kernel values must be odd, got {shape.cnn_module_kernel}")
+    if any(u > d for u, d in zip(shape.encoder_unmasked_dim, shape.encoder_dim)):
+        raise UserError(
+            f"--encoder-unmasked-dim {shape.encoder_unmasked_dim} must not exceed "
+            f"--encoder-dim {shape.encoder_dim} in any stack"
+        )
+    if params.pos_dim < 2 or params.pos_dim % 2 != 0:
+        raise UserError(f"--pos-dim must be a positive even number, got {params.pos_dim}")
+    return shape
+
+
+def _dropout_schedule() -> ScheduledFloat:
+    return ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
+
+
+def get_encoder_embed(params: AttributeDict) -> Conv2dSubsampling:
+    shape = model_shape(params)
+    return Conv2dSubsampling(
+        in_channels=params.feature_dim,
+        out_channels=shape.encoder_dim[0],
+        dropout=_dropout_schedule(),
+    )
+
+
+def get_encoder_model(params: AttributeDict) -> Zipformer2:
+    shape = model_shape(params)
+    return Zipformer2(
+        output_downsampling_factor=2,
+        downsampling_factor=shape.downsampling_factor,
+        num_encoder_layers=shape.num_encoder_layers,
+        encoder_dim=shape.encoder_dim,
+        encoder_unmasked_dim=shape.encoder_unmasked_dim,
+        query_head_dim=shape.query_head_dim,
+        pos_head_dim=shape.pos_head_dim,
+        value_head_dim=shape.value_head_dim,
+        pos_dim=params.pos_dim,
+        num_heads=shape.num_heads,
+        feedforward_dim=shape.feedforward_dim,
+        cnn_module_kernel=shape.cnn_module_kernel,
+        dropout=_dropout_schedule(),
+        warmup_batches=4000.0,
+    )
+
+
+def get_decoder_model(params: AttributeDict) -> Decoder:
+    return Decoder(
+        vocab_size=params.vocab_size,
+        decoder_dim=params.decoder_dim,
+        blank_id=params.blank_id,
+        context_size=params.context_size,
+    )
+
+
+def get_joiner_model(params: AttributeDict) -> Joiner:
+    return Joiner(
+        encoder_dim=max(model_shape(params).encoder_dim),
+        decoder_dim=params.decoder_dim,
+        joiner_dim=params.joiner_dim,
+        vocab_size=params.vocab_size,
+    )
+
+
+def get_model(params: AttributeDict) -> AsrModel:
+    """The full transducer described by `params` (flags + feature_dim, vocab_size, blank_id,
+    context_size)."""
+    shape = model_shape(params)
+    return AsrModel(
+        encoder_embed=get_encoder_embed(params),
+        encoder=get_encoder_model(params),
+        decoder=get_decoder_model(params),
+        joiner=get_joiner_model(params),
+        encoder_dim=max(shape.encoder_dim),
+        decoder_dim=params.decoder_dim,
+        vocab_size=params.vocab_size,
+        use_transducer=params.use_transducer,
+        use_ctc=params.use_ctc,
+    )
