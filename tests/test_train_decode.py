@@ -1,0 +1,146 @@
+"""zipformer/train.py and zipformer/decode.py, run as a user runs them, on a tiny synthesized corpus."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL_FLAGS, data_flags, run_script
+
+
+def train(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
+    return run_script(
+        "zipformer/train.py",
+        "--exp-dir", exp_dir,
+        "--tensorboard", "0",
+        "--average-period", "2",
+        "--log-interval", "1",
+        "--base-lr", "0.04",
+        *TINY_MODEL_FLAGS,
+        *data_flags(corpus),
+        *extra,
+        check=check,
+    )
+
+
+def decode(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
+    return run_script(
+        "zipformer/decode.py",
+        "--exp-dir", exp_dir,
+        *TINY_MODEL_FLAGS,
+        *data_flags(corpus),
+        *extra,
+        check=check,
+    )
+
+
+def train_log(exp_dir: Path) -> str:
+    logs = sorted((exp_dir / "log").glob("log-train-*"))
+    assert logs, f"no training log in {exp_dir}/log"
+    return "\n".join(p.read_text() for p in logs)
+
+
+def test_training_writes_icefall_checkpoints_and_logs(tiny_base_exp: Path):
+    for name in ("epoch-1.pt", "epoch-2.pt", "best-train-loss.pt", "best-valid-loss.pt"):
+        assert (tiny_base_exp / name).is_file(), name
+    checkpoint = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)
+    for key in ("model", "model_avg", "optimizer", "scheduler", "grad_scaler", "sampler", "batch_idx_train",
+                "best_train_loss", "best_valid_loss", "average_period", "cur_epoch", "vocab_size"):
+        assert key in checkpoint, key
+    assert checkpoint["cur_epoch"] == 2 and checkpoint["batch_idx_train"] > 0
+    assert all(v.dtype == torch.float32 for v in checkpoint["model_avg"].values() if v.is_floating_point())
+    log = train_log(tiny_base_exp)
+    assert "Number of model parameters:" in log
+    assert "Epoch 1, batch 0, loss[loss=" in log and "tot_loss[" in log and "over " in log
+    assert "s of audio/s" in log and "peak memory" in log
+    assert "validation on dev" in log
+    assert not list(tiny_base_exp.glob("*.tmp")), "a temporary checkpoint file was left behind"
+
+
+def test_training_loss_goes_down(tiny_base_exp: Path):
+    log = train_log(tiny_base_exp)
+    valid = [float(line.split("validation on dev: loss=")[1].split(",")[0]) for line in log.splitlines() if "validation on dev: loss=" in line]
+    assert len(valid) == 2
+    assert valid[1] < valid[0]
+
+
+def test_resume_continues_the_same_run(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    """Epoch 1, then --start-epoch 2, gives the weights of an uninterrupted 2-epoch run."""
+    (tmp_path / "epoch-1.pt").write_bytes((tiny_base_exp / "epoch-1.pt").read_bytes())
+    train(tiny_corpus, tmp_path, "--num-epochs", "2", "--start-epoch", "2")
+    assert "Resuming from" in train_log(tmp_path)
+    resumed = torch.load(tmp_path / "epoch-2.pt", map_location="cpu", weights_only=False)
+    straight = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)
+    assert resumed["batch_idx_train"] == straight["batch_idx_train"]
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for key, value in straight["model_avg"].items():
+        torch.testing.assert_close(resumed["model_avg"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_decode_writes_result_files(tiny_corpus, tiny_base_exp: Path):
+    decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "1")
+    res_dir = tiny_base_exp / "greedy_search"
+    suffix = "epoch-2-avg-1-context-2-max-sym-per-frame-1-use-averaged-model"
+    for test_set in ("source", "target"):
+        for kind in ("recogs", "errs", "wer-summary"):
+            assert (res_dir / f"{kind}-{test_set}-greedy_search-{suffix}.txt").is_file(), (kind, test_set)
+    errs = (res_dir / f"errs-source-greedy_search-{suffix}.txt").read_text()
+    assert errs.startswith("%WER = ")
+    assert "PER-UTT DETAILS: corr or (ref->hyp)" in errs
+    logs = list(res_dir.glob(f"log-decode-{suffix}-*"))
+    assert logs and "%WER" in logs[0].read_text() and "best for source" in logs[0].read_text()
+
+
+@pytest.mark.parametrize("method", ["modified_beam_search", "beam_search"])
+def test_decode_beam_methods_run(tiny_corpus, tiny_base_exp: Path, method: str):
+    decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "2", "--use-averaged-model", "0",
+           "--decoding-method", method, "--beam-size", "2")
+    assert list((tiny_base_exp / method).glob("wer-summary-source-beam_size_2-epoch-2-avg-2-*"))
+
+
+def test_ddp_with_gloo_writes_one_set_of_checkpoints(tiny_corpus, tmp_path: Path):
+    train(tiny_corpus, tmp_path, "--num-epochs", "1", "--world-size", "2", "--master-port", "29517")
+    assert (tmp_path / "epoch-1.pt").is_file()
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best-train-loss.pt", "best-valid-loss.pt", "epoch-1.pt"]
+    logs = sorted((tmp_path / "log").glob("log-train-*"))
+    assert len(logs) == 2 and {p.name[-2:] for p in logs} == {"-0", "-1"}
+    assert "Using DDP" in logs[0].read_text()
+
+
+def test_fp16_on_cpu_says_so_and_trains_in_float32(tiny_corpus, tmp_path: Path):
+    proc = train(tiny_corpus, tmp_path, "--num-epochs", "1", "--use-fp16", "1")
+    assert "need a CUDA GPU" in proc.stderr
+    assert (tmp_path / "epoch-1.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epoch", "9", "--avg", "1", "--use-averaged-model", "0"], "epoch-9.pt"),
+        (["--epoch", "2", "--avg", "5", "--use-averaged-model", "1"], "--avg"),
+        (["--epoch", "2", "--avg", "1", "--decoding-method", "fast_beam_search"], "needs k2"),
+    ],
+)
+def test_decode_bad_input_is_one_clear_line(tiny_corpus, tiny_base_exp: Path, extra, message):
+    proc = decode(tiny_corpus, tiny_base_exp, *extra, check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, proc.stderr[-2000:]
+
+
+def test_decode_with_a_bpe_model_of_another_vocab_is_refused(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    from local.prepare_lang import train_bpe
+    from conftest import SOURCE_TEXTS
+
+    other = train_bpe([t.upper() for t in SOURCE_TEXTS], tmp_path / "lang", vocab_size=35)
+    proc = decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0",
+                  "--bpe-model", other, check=False)
+    assert proc.returncode != 0
+    assert "--bpe-model the model was trained with" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_training_on_a_missing_cut_file_is_one_clear_line(tiny_corpus, tmp_path: Path):
+    proc = train(tiny_corpus, tmp_path, "--num-epochs", "1", "--train-cuts", str(tmp_path / "nope.jsonl.gz"), check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "nope.jsonl.gz" in last and "prepare.sh" in last

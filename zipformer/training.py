@@ -1,0 +1,625 @@
+"""The training loop shared by every recipe: flags, loss, epochs, validation, checkpoints, DDP.
+
+A recipe customises it through the hooks of `TrainingRecipe` (how the model is built, which
+parameters train, which modules run in train mode, what extra files a checkpoint writes), so the
+adapter recipe reuses all of this instead of copying it.
+"""
+import argparse
+import copy
+import logging
+import math
+import os
+import random
+import resource
+import time
+import uuid
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from zipformer.asr_datamodule import AsrDataModule
+from zipformer.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+    update_averaged_model,
+)
+from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
+from zipformer.metrics import MetricsTracker
+from zipformer.model import warmup_loss_scales
+from zipformer.model_args import add_model_arguments, get_model
+from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
+from zipformer.scaling import set_batch_count
+from zipformer.utils import AttributeDict, UserError, count_parameters, setup_logger, str2bool
+
+# Schedules (dropout, layer skip, ...) of a model that is being fine-tuned start at their final
+# values: the pretrained model is past every warm-up.
+FINETUNE_BATCH_COUNT_OFFSET = 1_000_000
+
+
+class TrainingRecipe:
+    """Hooks a recipe may override. The base recipe trains every parameter of a plain model."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Flags of this recipe, beyond the shared training/model/data flags."""
+
+    def get_model(self, params: AttributeDict) -> nn.Module:
+        return get_model(params)
+
+    def is_finetuning(self, params: AttributeDict) -> bool:
+        return bool(params.finetune_ckpt)
+
+    def init_from_pretrained(self, model: nn.Module, params: AttributeDict) -> None:
+        """Load `--finetune-ckpt` into a model that starts a fine-tune (not a resumed one)."""
+        load_pretrained_weights(model, params.finetune_ckpt, params.init_modules)
+
+    def select_trainable(self, model: nn.Module, params: AttributeDict) -> None:
+        """Set requires_grad on the parameters that train; the optimizer gets only those."""
+        model.requires_grad_(True)
+
+    def set_train_mode(self, model: nn.Module, params: AttributeDict) -> None:
+        """Called at the start of every epoch and after every validation."""
+        model.train()
+
+    def on_checkpoint_saved(
+        self, filename: Path, params: AttributeDict, model: nn.Module, model_avg: Optional[nn.Module]
+    ) -> None:
+        """Write companion files next to a saved checkpoint (rank 0 only)."""
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Training options")
+    group.add_argument("--world-size", type=int, default=1, help="Number of processes (GPUs) for DDP.")
+    group.add_argument("--master-port", type=int, default=12354, help="Master port for DDP.")
+    group.add_argument("--tensorboard", type=str2bool, default=True, help="Write tensorboard logs.")
+    group.add_argument("--num-epochs", type=int, default=30)
+    group.add_argument(
+        "--start-epoch",
+        type=int,
+        default=1,
+        help="Resume from epoch-{start_epoch-1}.pt when > 1.",
+    )
+    group.add_argument(
+        "--start-batch",
+        type=int,
+        default=0,
+        help="Resume from checkpoint-{start_batch}.pt (and its sampler state) when > 0.",
+    )
+    group.add_argument("--exp-dir", type=Path, default=Path("zipformer/exp"))
+    group.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
+    group.add_argument("--base-lr", type=float, default=0.045)
+    group.add_argument("--lr-batches", type=float, default=7500)
+    group.add_argument("--lr-epochs", type=float, default=3.5)
+    group.add_argument(
+        "--ref-duration",
+        type=float,
+        default=600,
+        help="Reference batch duration (s) for the batch count that drives the schedules.",
+    )
+    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    group.add_argument("--prune-range", type=int, default=5, help="s_range of the pruned RNN-T loss.")
+    group.add_argument("--lm-scale", type=float, default=0.25, help="lm_only_scale of the smoothed simple loss.")
+    group.add_argument("--am-scale", type=float, default=0.0, help="am_only_scale of the smoothed simple loss.")
+    group.add_argument("--simple-loss-scale", type=float, default=0.5, help="Simple-loss weight after warm-up.")
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--inf-check", type=str2bool, default=False, help="Check every module output for inf/nan.")
+    group.add_argument("--save-every-n", type=int, default=4000, help="Write checkpoint-N.pt every N batches.")
+    group.add_argument("--keep-last-k", type=int, default=30, help="Keep only the newest k checkpoint-N.pt files.")
+    group.add_argument(
+        "--average-period",
+        type=int,
+        default=200,
+        help="Update the averaged model (model_avg) every this many batches.",
+    )
+    group.add_argument("--use-fp16", type=str2bool, default=False, help="Mixed precision (fp16, CUDA only).")
+    group.add_argument("--use-bf16", type=str2bool, default=False, help="Mixed precision (bf16, CUDA only).")
+    group.add_argument("--log-interval", type=int, default=50, help="Log the loss every N batches.")
+    group.add_argument("--valid-interval", type=int, default=3000, help="Validate every N batches of an epoch.")
+    group.add_argument("--warm-step", type=int, default=2000, help="Batches of simple/pruned loss warm-up.")
+    group.add_argument(
+        "--max-bad-batches",
+        type=int,
+        default=20,
+        help="Stop after this many batches in a row with a non-finite loss.",
+    )
+    group.add_argument(
+        "--finetune-ckpt",
+        type=str,
+        default=None,
+        help="Start from the weights of this checkpoint ({'model': state_dict}): fine-tuning.",
+    )
+    group.add_argument(
+        "--init-modules",
+        type=str,
+        default=None,
+        help="With --finetune-ckpt: comma-separated module prefixes to initialise (default: all).",
+    )
+
+
+def get_parser(recipe: TrainingRecipe) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_training_arguments(parser)
+    add_model_arguments(parser)
+    AsrDataModule.add_arguments(parser)
+    recipe.add_arguments(parser)
+    return parser
+
+
+def get_params() -> AttributeDict:
+    """Values that are not flags, icefall's names; updated with the parsed flags."""
+    return AttributeDict(
+        {
+            "best_train_loss": float("inf"),
+            "best_valid_loss": float("inf"),
+            "best_train_epoch": -1,
+            "best_valid_epoch": -1,
+            "batch_idx_train": 0,
+            "reset_interval": 200,
+            "feature_dim": 80,
+            "subsampling_factor": 4,
+        }
+    )
+
+
+def load_pretrained_weights(model: nn.Module, filename: str, init_modules: Optional[str] = None) -> None:
+    """Copy a pretrained state_dict into `model`, strictly for the selected modules.
+
+    With `init_modules` ("encoder,decoder"), only keys under those prefixes are copied, and each
+    prefix must match exactly between the checkpoint and the model.
+    """
+    path = Path(filename)
+    if not path.is_file():
+        raise UserError(f"--finetune-ckpt {path} does not exist: pass the path of a pretrained checkpoint")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise UserError(f"{path} has no 'model' entry: expected a checkpoint saved as {{'model': state_dict}}")
+    src = {k.removeprefix("module."): v for k, v in checkpoint["model"].items()}
+    dst = model.state_dict()
+    if init_modules:
+        prefixes = [p.strip() + "." for p in init_modules.split(",") if p.strip()]
+        selected = {k: v for k, v in src.items() if k.startswith(tuple(prefixes))}
+        wanted = {k for k in dst if k.startswith(tuple(prefixes))}
+        _check_same_keys(selected.keys(), wanted, path)
+        dst.update(selected)
+        model.load_state_dict(dst, strict=True)
+    else:
+        _check_same_keys(src.keys(), dst.keys(), path)
+        model.load_state_dict(src, strict=True)
+    logging.info(f"Initialised the model from {path}" + (f" (modules: {init_modules})" if init_modules else ""))
+
+
+def _check_same_keys(have, want, path: Path) -> None:
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    if missing or unexpected:
+        raise UserError(
+            f"{path} does not fit the model: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:3]}; check the model-shape flags"
+        )
+
+
+def fix_random_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_adjusted_batch_count(params: AttributeDict) -> float:
+    """Batch count for the schedules, normalised to a reference batch duration."""
+    count = params.batch_idx_train * (params.max_duration * params.world_size) / params.ref_duration
+    return count + params.batch_count_offset
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def register_inf_check_hooks(model: nn.Module) -> None:
+    """Log the name of the first module whose output is not finite (--inf-check)."""
+
+    def hook(module: nn.Module, _inputs, output) -> None:
+        outputs = output if isinstance(output, tuple) else (output,)
+        for out in outputs:
+            if torch.is_tensor(out) and out.is_floating_point() and not torch.isfinite(out).all():
+                logging.warning(f"--inf-check: non-finite output of module '{module._inf_check_name}'")
+
+    for name, module in model.named_modules():
+        module._inf_check_name = name or "<model>"
+        module.register_forward_hook(hook)
+
+
+def compute_loss(
+    params: AttributeDict,
+    model: nn.Module,
+    sp: spm.SentencePieceProcessor,
+    batch: dict,
+    is_training: bool,
+) -> Tuple[torch.Tensor, MetricsTracker]:
+    """The transducer loss of one batch (summed over utterances) and its metrics."""
+    device = next(model.parameters()).device
+    feature = batch["inputs"].to(device)
+    feature_lens = batch["supervisions"]["num_frames"].to(device)
+    y = sp.encode(batch["supervisions"]["text"], out_type=int)
+
+    with torch.set_grad_enabled(is_training):
+        simple_loss, pruned_loss = model(
+            x=feature,
+            x_lens=feature_lens,
+            y=y,
+            prune_range=params.prune_range,
+            am_scale=params.am_scale,
+            lm_scale=params.lm_scale,
+        )
+        simple_scale, pruned_scale = warmup_loss_scales(
+            params.batch_idx_train, params.warm_step, params.simple_loss_scale
+        )
+        loss = simple_scale * simple_loss + pruned_scale * pruned_loss
+
+    info = MetricsTracker()
+    info["frames"] = (feature_lens // params.subsampling_factor).sum().item()
+    info["loss"] = loss.detach().cpu().item()
+    info["simple_loss"] = simple_loss.detach().cpu().item()
+    info["pruned_loss"] = pruned_loss.detach().cpu().item()
+    return loss, info
+
+
+def compute_validation_loss(
+    params: AttributeDict,
+    model: nn.Module,
+    sp: spm.SentencePieceProcessor,
+    valid_dl: torch.utils.data.DataLoader,
+) -> MetricsTracker:
+    model.eval()
+    tot = MetricsTracker()
+    with torch.no_grad():
+        for batch in valid_dl:
+            _, info = compute_loss(params, model, sp, batch, is_training=False)
+            tot = tot + info
+    tot.reduce(next(model.parameters()).device)
+    return tot
+
+
+class Trainer:
+    """One process's training run: state, epochs and checkpoints."""
+
+    def __init__(self, recipe: TrainingRecipe, params: AttributeDict, rank: int, world_size: int) -> None:
+        self.recipe = recipe
+        self.params = params
+        self.rank = rank
+        self.world_size = world_size
+        # Under torchrun on several machines, the GPU index is the local rank, not the global one.
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        self.device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        self.tb_writer = None
+        self.bad_batches_in_a_row = 0
+        self.skipped_batches = 0
+
+    # ---- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        params = self.params
+        if params.use_fp16 and params.use_bf16:
+            raise UserError("--use-fp16 and --use-bf16 exclude each other: pass only one")
+        if (params.use_fp16 or params.use_bf16) and self.device.type != "cuda":
+            logging.warning(
+                "--use-fp16/--use-bf16 need a CUDA GPU; this machine has none, so training runs in float32"
+            )
+            params.use_fp16 = params.use_bf16 = False
+        self.amp_dtype = torch.float16 if params.use_fp16 else (torch.bfloat16 if params.use_bf16 else None)
+
+        if params.tensorboard and self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
+
+        self.sp = load_bpe_model(params.bpe_model)
+        params.blank_id = self.sp.piece_to_id("<blk>")
+        params.vocab_size = self.sp.get_piece_size()
+        logging.info(f"Device: {self.device}")
+        logging.info(params)
+
+        model = self.recipe.get_model(params)
+        logging.info(f"Number of model parameters: {count_parameters(model)}")
+
+        checkpoint = self.load_resume_checkpoint(model)
+        resumed = checkpoint is not None
+        if not resumed and self.recipe.is_finetuning(params):
+            self.recipe.init_from_pretrained(model, params)
+        elif resumed and params.finetune_ckpt:
+            logging.info("Resuming: the weights come from the resumed checkpoint, not from --finetune-ckpt")
+        params.batch_count_offset = FINETUNE_BATCH_COUNT_OFFSET if self.recipe.is_finetuning(params) else 0
+
+        self.recipe.select_trainable(model, params)
+        num_trainable = count_parameters(model, trainable_only=True)
+        total = count_parameters(model)
+        logging.info(
+            f"A total of {num_trainable} trainable parameters ({100 * num_trainable / total:.3f}% of the whole model)"
+        )
+
+        self.model_avg = None
+        if self.rank == 0:
+            self.model_avg = copy.deepcopy(model).to(torch.float64)
+            if checkpoint is not None and "model_avg" in checkpoint:
+                self.model_avg.load_state_dict(checkpoint["model_avg"], strict=True)
+
+        if params.inf_check:
+            register_inf_check_hooks(model)
+        model.to(self.device)
+        self.model_unwrapped = model
+        if self.world_size > 1:
+            logging.info("Using DDP")
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DDP(model, device_ids=device_ids, find_unused_parameters=True)
+        self.model = model
+
+        self.optimizer = ScaledAdam(
+            get_parameter_groups_with_lrs(model, lr=params.base_lr, include_names=True),
+            lr=params.base_lr,
+            clipping_scale=2.0,
+        )
+        self.scheduler = Eden(self.optimizer, params.lr_batches, params.lr_epochs)
+        self.scaler = create_grad_scaler(enabled=params.use_fp16, device_type=self.device.type)
+        if checkpoint is not None:
+            for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("grad_scaler", self.scaler)):
+                if checkpoint.get(key) is not None:
+                    logging.info(f"Loading {key} state dict")
+                    obj.load_state_dict(checkpoint[key])
+        self.sampler_state = checkpoint.get("sampler") if checkpoint is not None and params.start_batch > 0 else None
+
+        self.setup_data()
+
+    def load_resume_checkpoint(self, model: nn.Module) -> Optional[dict]:
+        params = self.params
+        if params.start_batch > 0:
+            filename = params.exp_dir / f"checkpoint-{params.start_batch}.pt"
+        elif params.start_epoch > 1:
+            filename = params.exp_dir / f"epoch-{params.start_epoch - 1}.pt"
+        else:
+            return None
+        logging.info(f"Resuming from {filename}")
+        saved = load_checkpoint(filename, model=model, strict=True)
+        for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss", "best_valid_loss"):
+            params[key] = saved[key]
+        if params.start_batch > 0 and "cur_epoch" in saved:
+            params.start_epoch = saved["cur_epoch"]
+        return saved
+
+    def setup_data(self) -> None:
+        params = self.params
+        data = AsrDataModule(params)
+        train_cuts = data.filter_cuts(data.load_train_cuts(), self.sp)
+        self.train_hours = sum(c.duration for c in train_cuts) / 3600
+        if self.train_hours == 0:
+            raise UserError(f"no training cuts left in {params.train_cuts} after filtering: check the cut files")
+        logging.info(f"Training data: {self.train_hours:.2f} hours")
+        self.train_dl = data.train_dataloaders(
+            train_cuts, sampler_state_dict=self.sampler_state, world_size=self.world_size, rank=self.rank
+        )
+        self.valid_dls = {name: data.valid_dataloaders(cuts) for name, cuts in data.load_valid_cuts().items()}
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self) -> None:
+        params = self.params
+        for epoch in range(params.start_epoch, params.num_epochs + 1):
+            self.scheduler.step_epoch(epoch - 1)
+            fix_random_seed(params.seed + epoch - 1)
+            self.train_dl.sampler.set_epoch(epoch - 1)
+            if self.tb_writer is not None:
+                self.tb_writer.add_scalar("train/epoch", epoch, params.batch_idx_train)
+            params.cur_epoch = epoch
+            self.train_one_epoch()
+            self.save(params.exp_dir / f"epoch-{epoch}.pt")
+            if self.rank == 0:
+                for kind in ("train", "valid"):
+                    if params[f"best_{kind}_epoch"] == epoch:
+                        copy_checkpoint(params.exp_dir / f"epoch-{epoch}.pt", params.exp_dir / f"best-{kind}-loss.pt")
+        if self.skipped_batches:
+            logging.warning(f"{self.skipped_batches} batches were skipped because of non-finite losses")
+        logging.info("Done!")
+
+    def train_one_epoch(self) -> None:
+        params, model = self.params, self.model
+        self.recipe.set_train_mode(self.model_unwrapped, params)
+        tot_loss = MetricsTracker()
+        epoch_start = time.time()
+        audio_seconds = 0.0
+        epoch_audio = self.train_hours * 3600 / self.world_size
+        for batch_idx, batch in enumerate(self.train_dl):
+            if batch_idx % 10 == 0:
+                set_batch_count(self.model_unwrapped, get_adjusted_batch_count(params))
+            params.batch_idx_train += 1
+            batch_size = len(batch["supervisions"]["text"])
+            audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
+
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss, loss_info = compute_loss(params, model, self.sp, batch, is_training=True)
+            if not self.loss_is_finite(loss, batch):
+                self.optimizer.zero_grad()
+                continue
+            tot_loss = tot_loss * (1 - 1 / params.reset_interval) + loss_info
+            self.scaler.scale(loss).backward()
+            self.scheduler.step_batch(params.batch_idx_train)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
+
+            if self.rank == 0 and params.average_period > 0 and params.batch_idx_train % params.average_period == 0:
+                update_averaged_model(params=params, model_cur=self.model_unwrapped, model_avg=self.model_avg)
+            if params.save_every_n > 0 and params.batch_idx_train % params.save_every_n == 0:
+                self.save_batch_checkpoint()
+            if params.use_fp16:
+                adjust_grad_scale(self.scaler, params.batch_idx_train, params.exp_dir, self.rank, self.model_unwrapped)
+
+            if batch_idx % params.log_interval == 0:
+                self.log_progress(batch_idx, batch_size, loss_info, tot_loss, audio_seconds, epoch_start, epoch_audio)
+            if batch_idx % params.valid_interval == 0:
+                self.validate()
+
+        if audio_seconds == 0:
+            raise UserError(
+                f"epoch {params.cur_epoch} produced no batches: the training set ({epoch_audio:.0f} s per process) is "
+                f"smaller than --max-duration {params.max_duration} with --drop-last 1; lower --max-duration"
+            )
+        params.train_loss = tot_loss["loss"] / tot_loss["frames"] if tot_loss["frames"] else float("inf")
+        if params.train_loss < params.best_train_loss:
+            params.best_train_epoch = params.cur_epoch
+            params.best_train_loss = params.train_loss
+        elapsed = time.time() - epoch_start
+        logging.info(
+            f"Epoch {params.cur_epoch} done in {elapsed:.1f} s: {audio_seconds / max(elapsed, 1e-9):.1f} s of audio/s, "
+            f"peak memory {peak_memory_mb(self.device):.0f} MB"
+        )
+
+    def loss_is_finite(self, loss: torch.Tensor, batch: dict) -> bool:
+        """Skip batches with a non-finite loss (on every rank alike); stop after many in a row."""
+        finite = torch.tensor(float(torch.isfinite(loss).item()), device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() == 1.0:
+            self.bad_batches_in_a_row = 0
+            return True
+        self.skipped_batches += 1
+        self.bad_batches_in_a_row += 1
+        cut_ids = [c.id for c in batch["supervisions"].get("cut", [])][:5]
+        logging.warning(f"Non-finite loss at batch {self.params.batch_idx_train}, skipping it (cuts {cut_ids} ...)")
+        if self.bad_batches_in_a_row >= self.params.max_bad_batches:
+            filename = self.params.exp_dir / f"batch-{uuid.uuid4()}.pt"
+            torch.save(batch, filename)
+            raise RuntimeError(
+                f"{self.bad_batches_in_a_row} batches in a row had a non-finite loss; the last one is saved in "
+                f"{filename}. Lower --base-lr, check the data, or run with --inf-check 1 to find the module."
+            )
+        return False
+
+    def log_progress(
+        self,
+        batch_idx: int,
+        batch_size: int,
+        loss_info: MetricsTracker,
+        tot_loss: MetricsTracker,
+        audio_seconds: float,
+        epoch_start: float,
+        epoch_audio: float,
+    ) -> None:
+        params = self.params
+        lr = max(self.scheduler.get_last_lr())
+        grad_scale = self.scaler.get_scale() if params.use_fp16 else 1.0
+        elapsed = time.time() - epoch_start
+        rate = audio_seconds / max(elapsed, 1e-9)
+        eta = max(epoch_audio - audio_seconds, 0.0) / max(rate, 1e-9)
+        logging.info(
+            f"Epoch {params.cur_epoch}, batch {batch_idx}, loss[{loss_info}], tot_loss[{tot_loss}], "
+            f"batch size: {batch_size}, lr: {lr:.2e}, grad_scale: {grad_scale}"
+        )
+        logging.info(
+            f"Progress: {100 * min(audio_seconds / max(epoch_audio, 1e-9), 1):.0f}% of epoch {params.cur_epoch}, "
+            f"{rate:.1f} s of audio/s, epoch ETA {eta / 60:.1f} min, peak memory {peak_memory_mb(self.device):.0f} MB"
+        )
+        if self.tb_writer is not None:
+            self.tb_writer.add_scalar("train/learning_rate", lr, params.batch_idx_train)
+            self.tb_writer.add_scalar("train/audio_seconds_per_second", rate, params.batch_idx_train)
+            loss_info.write_summary(self.tb_writer, "train/current_", params.batch_idx_train)
+            tot_loss.write_summary(self.tb_writer, "train/tot_", params.batch_idx_train)
+            if params.use_fp16:
+                self.tb_writer.add_scalar("train/grad_scale", grad_scale, params.batch_idx_train)
+
+    def validate(self) -> None:
+        params = self.params
+        logging.info("Computing validation loss")
+        for name, valid_dl in self.valid_dls.items():
+            valid_info = compute_validation_loss(params, self.model, self.sp, valid_dl)
+            logging.info(f"Epoch {params.cur_epoch}, validation on {name}: {valid_info}")
+            valid_info.write_summary(self.tb_writer, f"train/{name}_valid_", params.batch_idx_train)
+            loss_value = valid_info["loss"] / max(valid_info["frames"], 1)
+            if loss_value < params.best_valid_loss:
+                params.best_valid_epoch = params.cur_epoch
+                params.best_valid_loss = loss_value
+        self.recipe.set_train_mode(self.model_unwrapped, params)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self, filename: Path) -> None:
+        if self.rank != 0:
+            return
+        save_checkpoint(
+            filename=filename,
+            model=self.model_unwrapped,
+            model_avg=self.model_avg,
+            params=self.params,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            sampler=self.train_dl.sampler,
+            rank=self.rank,
+        )
+        self.recipe.on_checkpoint_saved(filename, self.params, self.model_unwrapped, self.model_avg)
+
+    def save_batch_checkpoint(self) -> None:
+        params = self.params
+        self.save(params.exp_dir / f"checkpoint-{params.batch_idx_train}.pt")
+        if self.rank == 0:
+            remove_checkpoints(out_dir=params.exp_dir, topk=params.keep_last_k)
+
+
+def load_bpe_model(path: str) -> spm.SentencePieceProcessor:
+    if not Path(path).is_file():
+        raise UserError(f"BPE model {path} not found: run ./prepare.sh or pass --bpe-model")
+    sp = spm.SentencePieceProcessor()
+    sp.load(str(path))
+    return sp
+
+
+def run(rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRecipe) -> None:
+    params = get_params()
+    params.update(vars(args))
+    params.exp_dir = Path(params.exp_dir)
+    fix_random_seed(params.seed)
+    if world_size > 1:
+        init_distributed(rank, world_size, params.master_port)
+    setup_logger(params.exp_dir / "log" / "log-train", rank=rank, world_size=world_size)
+    logging.info("Training started")
+    try:
+        trainer = Trainer(recipe, params, rank, world_size)
+        trainer.setup()
+        trainer.fit()
+    except UserError as e:
+        logging.error(str(e))
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(rank: int, world_size: int, master_port: int) -> None:
+    """NCCL on GPUs, gloo on CPU. Under torchrun, the address and port come from the environment."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        os.environ.setdefault("MASTER_ADDR", "localhost")
+        os.environ["MASTER_PORT"] = str(master_port)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+
+
+def main(recipe: TrainingRecipe) -> None:
+    """Entry point of a train.py: parse flags, then one process, mp.spawn, or a torchrun worker."""
+    parser = get_parser(recipe)
+    args = parser.parse_args()
+    args.exp_dir = Path(args.exp_dir)
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # torchrun (possibly several machines): it started this process and set rank and world size.
+        world_size = int(os.environ["WORLD_SIZE"])
+        args.world_size = world_size
+        run(int(os.environ["RANK"]), world_size, args, recipe)
+    elif args.world_size > 1:
+        mp.spawn(run, args=(args.world_size, args, recipe), nprocs=args.world_size, join=True)
+    else:
+        run(0, 1, args, recipe)
