@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Time the Zipformer2 transducer on CPU, per second of audio.
+
+For each configuration: encoder forward+backward (encoder_embed + encoder, gradient of a fixed
+random projection of the output). For the small configuration also the full training step:
+forward with the simple and pruned RNN-T losses, then backward of 0.5·simple + pruned (no
+optimizer step). The model is in training mode with its schedules at batch 20000 (their final
+values). Random 80-dim features at 100 frames per second; the median of --runs timed runs after
+--warmup untimed ones. Prints the thread count, the load average (the machine may be shared)
+and the peak RSS of the process.
+
+Usage:
+  ./local/benchmark_model.py                        # 4 x 10 s, normal and small configuration
+  ./local/benchmark_model.py --batch 8 --seconds 15 --runs 5 --threads 2 --configs small
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from typing import Callable, Dict, List, Tuple  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from zipformer.model_args import add_model_arguments, get_model  # noqa: E402
+from zipformer.scaling import set_batch_count  # noqa: E402
+from zipformer.utils import AttributeDict, UserError, count_parameters, fail  # noqa: E402
+
+FRAMES_PER_SECOND = 100
+FEATURE_DIM = 80
+# Model-shape flags of each configuration ("normal" is icefall's default model).
+CONFIGS: Dict[str, List[str]] = {
+    "normal": [],
+    "small": [
+        "--num-encoder-layers", "1",
+        "--feedforward-dim", "256",
+        "--encoder-dim", "128",
+        "--encoder-unmasked-dim", "128",
+        "--num-heads", "4",
+        "--decoder-dim", "256",
+        "--joiner-dim", "256",
+    ],
+}
+# Configurations whose full training step (losses included) is also timed.
+TRAINING_STEP_CONFIGS = ("small",)
+# Schedules (dropout, skip rates, ...) at their final values, as in most of a training run.
+BATCH_COUNT = 20000.0
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=4, help="utterances per batch")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of every utterance")
+    parser.add_argument("--tokens-per-second", type=float, default=4.0, help="label length / second")
+    parser.add_argument("--vocab-size", type=int, default=500, help="BPE vocabulary size incl. blank")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = default")
+    parser.add_argument(
+        "--configs", default="normal,small", help=f"comma-separated, from {','.join(CONFIGS)}"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def build_model(flags: List[str], vocab_size: int) -> nn.Module:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    params = AttributeDict(vars(parser.parse_args(flags)))
+    params.update(feature_dim=FEATURE_DIM, vocab_size=vocab_size, blank_id=0, context_size=2)
+    model = get_model(params)
+    model.train()
+    set_batch_count(model, BATCH_COUNT)
+    return model
+
+
+def median_seconds(step: Callable[[], None], warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def encoder_step(model: nn.Module, x: torch.Tensor, x_lens: torch.Tensor) -> Callable[[], None]:
+    """Forward+backward of encoder_embed + encoder for a fixed random output gradient."""
+    output_grad: List[torch.Tensor] = []
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        encoder_out, _ = model.forward_encoder(x, x_lens)
+        if not output_grad:
+            output_grad.append(torch.randn_like(encoder_out))
+        encoder_out.backward(output_grad[0])
+
+    return step
+
+
+def training_step(
+    model: nn.Module, x: torch.Tensor, x_lens: torch.Tensor, y: List[List[int]]
+) -> Callable[[], None]:
+    """Forward with both transducer losses (training defaults) and backward, no optimizer step."""
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        simple_loss, pruned_loss = model(x, x_lens, y, prune_range=5, am_scale=0.0, lm_scale=0.25)
+        (0.5 * simple_loss + pruned_loss).backward()
+
+    return step
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def make_batch(args: argparse.Namespace) -> Tuple[torch.Tensor, torch.Tensor, List[List[int]]]:
+    num_frames = int(round(args.seconds * FRAMES_PER_SECOND))
+    x = torch.randn(args.batch, num_frames, FEATURE_DIM)
+    x_lens = torch.full((args.batch,), num_frames, dtype=torch.int64)
+    num_tokens = max(1, int(round(args.seconds * args.tokens_per_second)))
+    y = torch.randint(1, args.vocab_size, (args.batch, num_tokens)).tolist()
+    return x, x_lens, y
+
+
+def check_args(args: argparse.Namespace) -> List[str]:
+    """The validated configuration names; fail() on bad values."""
+    for name in ("batch", "runs"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0 or args.threads < 0:
+        fail("--warmup and --threads must be >= 0")
+    if args.vocab_size < 2:
+        fail("--vocab-size must be >= 2 (blank plus at least one token)")
+    if args.seconds * FRAMES_PER_SECOND < 9:
+        fail("--seconds must give at least 9 feature frames (0.09 s)")
+    configs = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not configs:
+        fail(f"--configs {args.configs!r}: choose from {','.join(CONFIGS)}")
+    return configs
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    configs = check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    x, x_lens, y = make_batch(args)
+    audio_seconds = args.batch * args.seconds
+
+    print(
+        f"CPU, torch {torch.__version__}, threads={torch.get_num_threads()}, "
+        f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} (1/5/15 min); "
+        f"batch {args.batch} x {args.seconds:g} s = {audio_seconds:g} s of audio, "
+        f"median of {args.runs} runs after {args.warmup} warm-up"
+    )
+    for name in configs:
+        print(f"{name}: {' '.join(CONFIGS[name]) or '(defaults)'}")
+    print()
+    header = (
+        f"{'config':<8} {'params':>12} {'measurement':<34} {'s/run':>8} {'s per s audio':>14} "
+        f"{'peak RSS MB':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    try:
+        for name in configs:
+            model = build_model(CONFIGS[name], args.vocab_size)
+            steps = [("encoder fwd+bwd", encoder_step(model, x, x_lens))]
+            if name in TRAINING_STEP_CONFIGS:
+                steps.append(("training step (fwd+losses+bwd)", training_step(model, x, x_lens, y)))
+            for label, step in steps:
+                seconds = median_seconds(step, args.warmup, args.runs)
+                print(
+                    f"{name:<8} {count_parameters(model):>12,} {label:<34} {seconds:>8.2f} "
+                    f"{seconds / audio_seconds:>14.4f} {peak_rss_mb():>12.0f}",
+                    flush=True,
+                )
+            del model
+    except (ValueError, UserError) as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Every knob of the embedded two-domain corpus, in one place.
+
+The corpus is a miniature of "LibriSpeech -> GigaSpeech": a *source* domain of clean read speech
+(stands for LibriSpeech) and a *target* domain (stands for GigaSpeech) that differs by channel,
+speaking rate, speakers and topics. Both are synthesized offline with Debian's TTS engines and sox.
+
+How the domain shift is built (defaults below; all of it is configurable):
+
+| factor          | source (train/dev/test)                    | target (train/dev/test)                        |
+|-----------------|--------------------------------------------|------------------------------------------------|
+| text topics     | fortunes: wisdom, literature, love, ...    | fortunes: computers, science, politics, ...    |
+| engines         | espeak-ng 70%, flite 30%                   | espeak-ng 50%, flite 50% (same families)       |
+| speakers        | pseudo-speakers (voice, pitch, rate,       | other pseudo-speakers of the same voices       |
+|                 | timbre); dev/test speakers held out        | (dev/test speakers held out again)             |
+| speaking rate   | 0.85-1.10 x engine default                 | 1.10-1.35 x (faster)                           |
+| channel         | clean, 16 kHz                              | telephone band (8 kHz, 300-3400 Hz) back at    |
+|                 |                                            | 16 kHz, room reverb (half of the utterances),  |
+|                 |                                            | background noise at 15-30 dB SNR               |
+| train augment   | 30% light noise (20-35 dB), 30% speed      | none                                           |
+|                 | perturbation (0.9-1.1)                     |                                                |
+
+Why this shift (pilot, ../shared/design/pilot_experiment.md): a base trained on clean espeak-ng alone
+was useless (97-98% WER) both on a new engine alone and on the telephone channel alone. So both
+domains use the same engine families, the target adds a *moderate* channel + rate + topic shift, and
+the source training data is lightly augmented. The goal is a shipped base model at roughly 5-15% WER
+on source test and 30-50% on target test. That has not been measured yet: tune with the dev sets.
+
+Tuning (pass a JSON file to `prepare.sh --corpus-config FILE`, keys as in the dataclasses below,
+e.g. {"target": {"channel": {"snr_db": [25, 35]}}}):
+- target too hard (base target WER >> 50%): raise target.channel.snr_db, lower target.channel.reverb_prob,
+  set target.channel.telephone false, narrow target.speakers.rate_range towards 1.0, raise
+  source.train_augment.noise_prob;
+- target too easy (< 30%): set target.channel.mu_law true, lower the SNR, add festival voices to
+  target.engines (a new engine is a strong shift), use faster target rates.
+
+The text split (and with it bpe.model, trained on the source *train* text partition) depends only on
+`seed` and the topic lists, not on the sizes: `--quick` and the default give the same bpe.model.
+"""
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from zipformer.utils import UserError
+
+SPLITS = ("train", "dev", "test")
+DOMAINS = ("source", "target")
+
+ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
+ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-x-rp"]
+
+
+@dataclass
+class EngineVoices:
+    """One TTS engine of a domain: its voices and the share of the domain's utterances it speaks."""
+
+    engine: str  # "espeak-ng" | "flite" | "festival"
+    voices: List[str]
+    share: float
+    speakers_per_voice: int = 1  # pseudo-speakers drawn per voice (different pitch/rate/timbre)
+    heldout_dev: int = 1  # pseudo-speakers of this engine reserved for dev (never in train)
+    heldout_test: int = 1  # ... and for test (disjoint from dev and train)
+
+
+@dataclass
+class SpeakerConfig:
+    """Ranges from which each pseudo-speaker's fixed voice parameters are drawn."""
+
+    rate_range: Tuple[float, float] = (0.85, 1.10)  # speaking rate, x engine default
+    timbre_range: Tuple[float, float] = (0.94, 1.06)  # sox `speed` factor: shifts pitch and formants
+    pitch_range: Tuple[int, int] = (30, 70)  # espeak-ng -p (0-99); other engines ignore it
+    rate_jitter: float = 0.03  # per-utterance relative change of the speaker's rate
+
+
+@dataclass
+class ChannelConfig:
+    """Acoustic channel applied to every utterance of a domain (all splits)."""
+
+    telephone: bool = False  # resample to 8 kHz, band-pass, back to 16 kHz
+    band_hz: Tuple[int, int] = (300, 3400)
+    mu_law: bool = False  # 8-bit mu-law companding at 8 kHz (only with telephone)
+    reverb_prob: float = 0.0  # share of utterances with sox room reverb
+    reverberance_range: Tuple[float, float] = (10.0, 40.0)  # sox reverb "reverberance" %
+    room_scale_range: Tuple[float, float] = (20.0, 60.0)  # sox reverb "room-scale" %
+    noise_prob: float = 0.0  # share of utterances with background noise
+    snr_db: Tuple[float, float] = (15.0, 30.0)
+    noise_colors: List[str] = field(default_factory=lambda: ["white", "pink"])
+    level_dbfs: Tuple[float, float] = (-26.0, -20.0)  # final RMS level of the utterance
+
+
+@dataclass
+class AugmentConfig:
+    """Extra perturbation of the *train* split only (makes the base model less brittle)."""
+
+    speed_prob: float = 0.0
+    speed_range: Tuple[float, float] = (0.9, 1.1)  # sox `speed`: tempo and pitch, like speed perturbation
+    noise_prob: float = 0.0
+    snr_db: Tuple[float, float] = (20.0, 35.0)
+
+
+@dataclass
+class DomainConfig:
+    topics: List[str]  # Debian fortunes files (/usr/share/games/fortunes/NAME)
+    engines: List[EngineVoices]
+    speakers: SpeakerConfig
+    channel: ChannelConfig
+    train_augment: AugmentConfig
+    text_reserve: Dict[str, int]  # sentences set aside for dev and test; the rest is the train text
+    sizes: Dict[str, int]  # utterances per split; 0 skips the split (e.g. source train when the base model is shipped)
+
+
+@dataclass
+class CorpusConfig:
+    seed: int
+    source: DomainConfig
+    target: DomainConfig
+
+    def domain(self, name: str) -> DomainConfig:
+        if name not in DOMAINS:
+            raise UserError(f"unknown domain '{name}': use one of {', '.join(DOMAINS)}")
+        return getattr(self, name)
+
+
+DEFAULT_SIZES = {
+    "source": {"train": 3600, "dev": 150, "test": 150},  # ~3.5 h, 0.15 h, 0.15 h
+    "target": {"train": 1100, "dev": 250, "test": 250},  # ~0.8 h, 0.19 h, 0.19 h
+}
+QUICK_SIZES = {
+    "source": {"train": 200, "dev": 40, "test": 40},
+    "target": {"train": 200, "dev": 40, "test": 40},
+}
+
+
+def default_config(seed: int = 42, quick: bool = False) -> CorpusConfig:
+    sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    espeak_voices = [f"{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS]
+    flite_voices = ["kal16", "awb", "rms", "slt"]
+    source = DomainConfig(
+        topics=[
+            "art", "cookie", "definitions", "education", "ethnic", "food", "fortunes", "goedel",
+            "humorists", "kids", "knghtbrd", "law", "literature", "love", "men-women",
+            "miscellaneous", "paradoxum", "people", "pets", "platitudes", "pratchett", "riddles",
+            "songs-poems", "tao", "wisdom", "work", "zippy",
+        ],
+        engines=[
+            EngineVoices("espeak-ng", espeak_voices, share=0.7, heldout_dev=4, heldout_test=4),
+            EngineVoices("flite", flite_voices, share=0.3, speakers_per_voice=3, heldout_dev=2, heldout_test=2),
+        ],
+        speakers=SpeakerConfig(rate_range=(0.85, 1.10)),
+        channel=ChannelConfig(),
+        train_augment=AugmentConfig(speed_prob=0.3, noise_prob=0.3),
+        text_reserve={"dev": 400, "test": 400},
+        sizes=dict(sizes["source"]),
+    )
+    target = DomainConfig(
+        topics=[
+            "computers", "science", "politics", "medicine", "news", "sports", "linux",
+            "linuxcookie", "magic", "drugs", "startrek", "debian",
+        ],
+        engines=[
+            EngineVoices("espeak-ng", espeak_voices, share=0.5, heldout_dev=4, heldout_test=4),
+            EngineVoices("flite", flite_voices, share=0.5, speakers_per_voice=3, heldout_dev=2, heldout_test=2),
+        ],
+        speakers=SpeakerConfig(rate_range=(1.10, 1.35)),
+        channel=ChannelConfig(telephone=True, reverb_prob=0.5, noise_prob=1.0, snr_db=(15.0, 30.0)),
+        train_augment=AugmentConfig(),
+        text_reserve={"dev": 400, "test": 400},
+        sizes=dict(sizes["target"]),
+    )
+    return CorpusConfig(seed=seed, source=source, target=target)
+
+
+def _override(obj: Any, overrides: Dict[str, Any], where: str) -> Any:
+    """Return a copy of dataclass `obj` with the (nested) `overrides` applied; unknown keys are errors."""
+    if not isinstance(overrides, dict):
+        raise UserError(f"corpus config: '{where}' must be a JSON object")
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in known:
+            raise UserError(
+                f"corpus config: unknown key '{where}.{key}'; known keys: {', '.join(sorted(known))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _override(current, value, f"{where}.{key}")
+        elif key == "engines":
+            try:
+                changes[key] = [EngineVoices(**engine) for engine in value]
+            except TypeError as e:
+                raise UserError(f"corpus config: bad entry in '{where}.engines' ({e}); see EngineVoices") from None
+        elif isinstance(current, dict):
+            changes[key] = {**current, **value}
+        elif isinstance(current, tuple):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def load_config(
+    seed: int = 42,
+    quick: bool = False,
+    config_file: Optional[Path] = None,
+    sizes: Optional[Dict[str, Dict[str, int]]] = None,
+) -> CorpusConfig:
+    """Defaults, then the JSON `config_file`, then explicit `sizes` ({domain: {split: n}})."""
+    config = default_config(seed=seed, quick=quick)
+    if config_file is not None:
+        try:
+            overrides = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read corpus config {config_file}: {e}; pass a JSON file") from None
+        config = _override(config, overrides, "config")
+    for domain, split_sizes in (sizes or {}).items():
+        for split, n in split_sizes.items():
+            if n is not None:
+                config.domain(domain).sizes[split] = n
+    validate_config(config)
+    return config
+
+
+def validate_config(config: CorpusConfig) -> None:
+    for name in DOMAINS:
+        domain = config.domain(name)
+        for split in SPLITS:
+            n = domain.sizes.get(split, 0)
+            if n < 0:
+                raise UserError(f"{name} {split} size must be >= 0 utterances (0 skips the split), got {n}")
+        for split in ("dev", "test"):
+            if domain.sizes[split] > domain.text_reserve[split]:
+                raise UserError(
+                    f"{name} {split} asks for {domain.sizes[split]} utterances but only "
+                    f"{domain.text_reserve[split]} sentences are reserved for it: raise "
+                    f"{name}.text_reserve.{split} in the corpus config (this changes the text split)"
+                )
+        if not domain.engines or abs(sum(e.share for e in domain.engines) - 1.0) > 1e-6:
+            raise UserError(f"{name}.engines: the shares must add up to 1")
+        for engine in domain.engines:
+            if engine.engine not in ("espeak-ng", "flite", "festival"):
+                raise UserError(
+                    f"{name}.engines: unknown engine '{engine.engine}' (use espeak-ng, flite or festival)"
+                )
+

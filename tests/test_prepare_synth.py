@@ -1,0 +1,171 @@
+"""Synthesis of the embedded corpus: audio, channel, manifests, features, splits, stage skipping."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lhotse import load_manifest
+
+from local.corpus_config import SPLITS, EngineVoices, load_config
+from local.corpus_plan import build_speakers
+from local.synthesize_corpus import (
+    manifest_paths,
+    prepare_audio,
+    prepare_text,
+    synthesize_utterances,
+)
+from local.text_corpus import FORTUNES_DIR
+from local.tts import synthesize
+from zipformer.utils import UserError
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She sells sea shells by the sea shore, they say.",
+    "I don't think the computer will answer today.",
+    "Every good boy deserves a piece of fudge.",
+]
+
+
+def high_band_fraction(audio: np.ndarray, sample_rate: int = 16000, cutoff_hz: float = 4000.0) -> float:
+    """Share of the signal's energy above `cutoff_hz`."""
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
+    return float(power[freqs > cutoff_hz].sum() / power.sum())
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    source = synthesize_utterances(TEXTS, root / "source", domain="source", seed=7)
+    target = synthesize_utterances(TEXTS, root / "target", domain="target", seed=7)
+    return root, source, target
+
+
+def test_cuts_have_features_text_and_16k_audio(tiny_sets):
+    root, source, target = tiny_sets
+    for cuts, domain in ((source, "source"), (target, "target")):
+        assert len(cuts) == len(TEXTS)
+        for cut, text in zip(cuts, TEXTS):
+            assert cut.supervisions[0].text == " ".join(
+                w.strip(".,").upper() for w in text.split()
+            )
+            assert cut.supervisions[0].custom["domain"] == domain
+            assert cut.recording.sampling_rate == 16000 and cut.recording.num_channels == 1
+            features = cut.load_features()
+            assert features.shape == (cut.num_frames, 80)
+            assert cut.num_frames == round(cut.duration / 0.01)
+            assert np.isfinite(features).all()
+    assert (root / "source" / "cuts.jsonl.gz").is_file()
+    reloaded = load_manifest(root / "target" / "cuts.jsonl.gz")
+    assert [c.id for c in reloaded] == [c.id for c in target]
+
+
+def test_target_is_telephone_band_and_source_is_wideband(tiny_sets):
+    _, source, target = tiny_sets
+    source_high = [high_band_fraction(c.load_audio()[0]) for c in source]
+    target_high = [high_band_fraction(c.load_audio()[0]) for c in target]
+    assert np.mean(source_high) > 0.005, source_high  # fricatives reach well above 4 kHz
+    assert max(target_high) < 1e-4, target_high  # nothing survives the 8 kHz telephone line
+    # The target speaks faster: same sentences, shorter audio.
+    assert sum(c.duration for c in target) < sum(c.duration for c in source)
+
+
+def test_synthesis_is_deterministic(tiny_sets, tmp_path: Path):
+    _, source, _ = tiny_sets
+    again = synthesize_utterances(TEXTS[:2], tmp_path / "again", domain="source", seed=7, compute_features=False)
+    for first, second in zip(source, again):
+        assert first.supervisions[0].speaker == second.supervisions[0].speaker
+        np.testing.assert_array_equal(first.load_audio(), second.load_audio())
+    other = synthesize_utterances(TEXTS[:2], tmp_path / "other", domain="source", seed=8, compute_features=False)
+    assert any(
+        a.load_audio().shape != b.load_audio().shape or not np.array_equal(a.load_audio(), b.load_audio())
+        for a, b in zip(source, other)
+    )
+
+
+def test_heldout_speakers_are_disjoint_from_train():
+    config = load_config(seed=1)
+    for domain in ("source", "target"):
+        speakers = build_speakers(domain, config.domain(domain), seed=1)
+        ids = {split: {s.id for s in speakers[split]} for split in SPLITS}
+        voices = {split: {(s.engine, s.voice, s.pitch, s.rate, s.timbre) for s in speakers[split]} for split in SPLITS}
+        assert ids["dev"] and ids["test"] and ids["train"]
+        assert not ids["train"] & ids["dev"] and not ids["train"] & ids["test"] and not ids["dev"] & ids["test"]
+        assert not voices["train"] & (voices["dev"] | voices["test"])
+        # espeak-ng has one pseudo-speaker per voice: held-out speakers are unseen voices.
+        espeak = {split: {s.voice for s in speakers[split] if s.engine == "espeak-ng"} for split in SPLITS}
+        assert not espeak["train"] & (espeak["dev"] | espeak["test"])
+
+
+def test_festival_voices_and_mu_law_channel(tmp_path: Path):
+    config = load_config(seed=2)
+    config.target.engines = [EngineVoices("festival", ["kal_diphone", "cmu_us_slt_arctic_hts"], share=1.0, heldout_dev=0, heldout_test=0)]
+    config.target.channel.mu_law = True
+    cuts = synthesize_utterances(TEXTS[:2], tmp_path, domain="target", config=config, compute_features=False)
+    for cut in cuts:
+        assert cut.supervisions[0].custom["engine"] == "festival"
+        audio = cut.load_audio()[0]
+        assert cut.duration > 1.0 and np.abs(audio).max() > 0.01
+        assert high_band_fraction(audio) < 1e-3
+
+
+def test_text_without_words_is_rejected(tmp_path: Path):
+    with pytest.raises(UserError, match="has no words"):
+        synthesize_utterances(["?! ..."], tmp_path, compute_features=False)
+
+
+def test_missing_tts_engine_names_the_tool_and_the_fix(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match=r"'(espeak-ng|flite|sox)' not found: run ./local/setup.sh"):
+        synthesize_utterances(TEXTS[:1], tmp_path / "out", compute_features=False)
+
+
+def test_unknown_voice_fails_loudly(tmp_path: Path):
+    with pytest.raises(UserError, match="espeak-ng voice 'xx-nonexistent' produced no audio"):
+        synthesize("espeak-ng", "xx-nonexistent", 50, 1.0, "hello there", tmp_path / "x.wav")
+    from local.tts import check_tools
+
+    with pytest.raises(UserError, match="flite has no voice 'nosuch'"):
+        check_tools({"flite": {"slt", "nosuch"}})
+
+
+@pytest.mark.skipif(not (FORTUNES_DIR / "wisdom").is_file(), reason="Debian fortunes not installed")
+def test_corpus_stages_write_disjoint_splits_and_skip_when_done(tmp_path: Path):
+    config = load_config(seed=5, sizes={d: {s: 3 for s in SPLITS} for d in ("source", "target")})
+    config.source.topics, config.target.topics = ["wisdom"], ["computers"]
+    for domain in (config.source, config.target):
+        domain.text_reserve = {"dev": 10, "test": 10}
+    text_dir, audio_dir, manifest_dir = tmp_path / "text", tmp_path / "audio", tmp_path / "manifests"
+    prepare_text(config, text_dir)
+    prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)
+
+    texts, speakers = {}, {}
+    for domain in ("source", "target"):
+        for split in SPLITS:
+            rec_path, sup_path = manifest_paths(manifest_dir, domain, split)
+            recordings, supervisions = load_manifest(rec_path), load_manifest(sup_path)
+            assert len(recordings) == len(supervisions) == 3
+            for rec in recordings:
+                assert Path(rec.sources[0].source).is_file() and rec.sampling_rate == 16000
+            texts[(domain, split)] = {s.text for s in supervisions}
+            speakers[(domain, split)] = {s.speaker for s in supervisions}
+    keys = list(texts)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            assert not texts[a] & texts[b], f"{a} and {b} share a sentence"
+        if a[1] != "train":
+            assert not speakers[a] & speakers[(a[0], "train")]
+
+    stamp_time = os.stat(manifest_paths(manifest_dir, "source", "train")[0]).st_mtime_ns
+    prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)  # same settings: skipped
+    assert os.stat(manifest_paths(manifest_dir, "source", "train")[0]).st_mtime_ns == stamp_time
+
+    config.target.sizes["train"] = 4
+    with pytest.raises(UserError, match="target train: .* made with other settings"):
+        prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)
+    assert not list(manifest_dir.glob(".tmp-*"))
+
+    # Skipping a split (size 0) leaves the others valid: nothing to do.
+    config.target.sizes["train"], config.source.sizes["train"] = 3, 0
+    prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)
+    assert os.stat(manifest_paths(manifest_dir, "source", "train")[0]).st_mtime_ns == stamp_time
