@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Decode cut sets with exported ONNX models (onnxruntime, greedy search) and score them like decode.py.
+
+Usage:
+  ./zipformer/onnx_decode.py \\
+      --encoder-model-filename zipformer/exp/encoder-epoch-30-avg-9.onnx \\
+      --decoder-model-filename zipformer/exp/decoder-epoch-30-avg-9.onnx \\
+      --joiner-model-filename zipformer/exp/joiner-epoch-30-avg-9.onnx \\
+      --tokens data/lang_bpe_500/tokens.txt \\
+      --test-cuts test-clean=data/fbank/librispeech_cuts_test-clean.jsonl.gz --max-duration 600
+  # GigaSpeech scoring: --gigaspeech-scoring 1
+
+Writes {exp_dir}/greedy_search/{recogs,errs,wer-summary}-{test_set}-greedy_search-onnx-{name}.txt,
+where {name} is the encoder file name without "encoder-" and ".onnx" (e.g. epoch-30-avg-9.int8),
+beside decode.py's files for the PyTorch model, and logs the real-time factor. --exp-dir defaults
+to the encoder's directory.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from typing import Dict, List  # noqa: E402
+
+from zipformer.asr_datamodule import AsrDataModule  # noqa: E402
+from zipformer.decoding import Result, save_results  # noqa: E402
+from zipformer.onnx_inference import OnnxTransducer, read_tokens, tokens_to_text  # noqa: E402
+from zipformer.scoring import normalize_gigaspeech_results  # noqa: E402
+from zipformer.utils import AttributeDict, UserError, setup_logger, str2bool  # noqa: E402
+
+RESULT_KEY = "greedy_search"
+FRAME_SHIFT_SECONDS = 0.01
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--encoder-model-filename", type=Path, required=True, help="encoder-*.onnx")
+    parser.add_argument("--decoder-model-filename", type=Path, required=True, help="decoder-*.onnx")
+    parser.add_argument("--joiner-model-filename", type=Path, required=True, help="joiner-*.onnx")
+    parser.add_argument("--tokens", type=str, default="data/lang_bpe_500/tokens.txt", help="tokens.txt of the model")
+    parser.add_argument(
+        "--exp-dir",
+        type=Path,
+        default=None,
+        help="Results go to {exp_dir}/greedy_search (default: the encoder's directory).",
+    )
+    parser.add_argument("--num-threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--gigaspeech-scoring",
+        type=str2bool,
+        default=False,
+        help="Normalise references and hypotheses as GigaSpeech's scoring does (fillers, tags, hyphens).",
+    )
+    AsrDataModule.add_arguments(parser)
+    return parser
+
+
+def result_suffix(encoder_filename: Path) -> str:
+    """onnx-epoch-30-avg-9 for encoder-epoch-30-avg-9.onnx (onnx-...int8 for the int8 file)."""
+    return "onnx-" + encoder_filename.name.removesuffix(".onnx").removeprefix("encoder-")
+
+
+def decode_dataset(dl, model: OnnxTransducer, tokens: Dict[int, str], test_set_name: str) -> List[Result]:
+    results: List[Result] = []
+    audio_seconds = 0.0
+    start = time.time()
+    for batch_idx, batch in enumerate(dl):
+        x = batch["inputs"].numpy()
+        x_lens = batch["supervisions"]["num_frames"].numpy()
+        hyps = model.decode_features(x, x_lens)
+        for cut, ref, hyp in zip(batch["supervisions"]["cut"], batch["supervisions"]["text"], hyps):
+            results.append((cut.id, ref.split(), tokens_to_text(hyp, tokens).split()))
+        audio_seconds += float(x_lens.sum()) * FRAME_SHIFT_SECONDS
+        if batch_idx % 20 == 0:
+            logging.info(f"[{test_set_name}] batch {batch_idx}, {len(results)} utterances")
+    elapsed = time.time() - start
+    logging.info(
+        f"[{test_set_name}] decoded {len(results)} utterances ({audio_seconds / 3600:.2f} h) in {elapsed:.1f} s, "
+        f"real-time factor {elapsed / max(audio_seconds, 1e-9):.4f}"
+    )
+    return results
+
+
+def run(args: argparse.Namespace) -> Dict[str, float]:
+    """Decode every test set and write its result files; return {test_set_name: WER %}."""
+    params = AttributeDict(vars(args))
+    exp_dir = params.exp_dir if params.exp_dir is not None else params.encoder_model_filename.parent
+    params.res_dir = Path(exp_dir) / RESULT_KEY
+    params.res_dir.mkdir(parents=True, exist_ok=True)
+    suffix = result_suffix(params.encoder_model_filename)
+    setup_logger(params.res_dir / f"log-decode-{suffix}")
+    logging.info(f"Decoding with onnxruntime: {params}")
+
+    tokens = read_tokens(params.tokens)
+    model = OnnxTransducer(
+        params.encoder_model_filename, params.decoder_model_filename, params.joiner_model_filename, params.num_threads
+    )
+    model.check_tokens(tokens, params.tokens)
+    data = AsrDataModule(params)
+    wers = {}
+    for name, cuts in data.load_test_cuts().items():
+        results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name)
+        if params.gigaspeech_scoring:
+            results = normalize_gigaspeech_results(results)
+        wers[name] = save_results(params, name, results, RESULT_KEY, suffix)
+    logging.info("Done!")
+    return wers
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    try:
+        run(args)
+    except UserError as e:
+        logging.error(str(e))
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

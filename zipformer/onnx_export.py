@@ -1,0 +1,464 @@
+"""Export a Zipformer transducer to the three ONNX files sherpa-onnx loads, and int8 copies of them.
+
+- encoder-{suffix}.onnx: encoder_embed, padding mask, Zipformer2, joiner.encoder_proj;
+  x (N, T, 80) float32, x_lens (N,) int64 -> encoder_out (N, T', J) float32, encoder_out_lens (N,) int64
+- decoder-{suffix}.onnx: decoder (need_pad=False), joiner.decoder_proj;
+  y (N, context_size) int64 -> decoder_out (N, J) float32
+- joiner-{suffix}.onnx: output_linear(tanh(encoder_out + decoder_out));
+  encoder_out (N, J), decoder_out (N, J) -> logit (N, vocab_size)
+
+Opset 13, legacy (TorchScript-tracing) exporter, every length dynamic; metadata as icefall writes it
+(sherpa-onnx needs `model_type` on the encoder and `vocab_size`, `context_size` on the decoder).
+Negative decoder ids give a zero embedding, as sherpa-onnx starts hypotheses from [-1, ..., -1, 0].
+After writing, the files are run with onnxruntime at lengths other than the tracing length, in a
+padded batch, and compared with PyTorch: a graph that froze a length fails the export.
+
+`main(recipe)` is the whole export-onnx.py of a recipe; the recipe (a DecodingRecipe) builds the
+model and loads the weights, as for decoding.
+"""
+import argparse
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from zipformer.decoding import DecodingRecipe
+from zipformer.model_args import add_model_arguments
+from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
+from zipformer.utils import AttributeDict, UserError, setup_logger, str2bool
+
+OPSET_VERSION = 13
+# Length of the dummy input the encoder is traced with; the check runs other lengths.
+TRACE_FRAMES = 100
+# (lengths of a padded batch) used to compare onnxruntime with PyTorch after export.
+CHECK_LENGTHS = (163, 117, 58)
+CHECK_TOLERANCE = 1e-3
+
+ENCODER_METADATA = {
+    "model_type": "zipformer2",
+    "version": "1",
+    "model_author": "k2-fsa",
+    "comment": "non-streaming zipformer2",
+}
+
+StateDict = Dict[str, torch.Tensor]
+# Extra encoder metadata of a recipe (e.g. what adapters are baked in), from params and weights.
+MetadataHook = Callable[[AttributeDict, StateDict], Dict[str, str]]
+SuffixHook = Callable[[AttributeDict], str]
+
+
+class OnnxEncoder(nn.Module):
+    """x (N, T, 80), x_lens (N,) -> joiner.encoder_proj(encoder output) (N, T', joiner_dim), lengths (N,)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        encoder_out, encoder_out_lens = self.model.forward_encoder(x, x_lens)
+        return self.model.joiner.encoder_proj(encoder_out), encoder_out_lens
+
+
+class OnnxDecoder(nn.Module):
+    """y (N, context_size) int64, negative = no token -> joiner.decoder_proj(decoder(y)) (N, joiner_dim)."""
+
+    def __init__(self, decoder: nn.Module, decoder_proj: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.decoder_proj = decoder_proj
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.decoder_proj(self.decoder(y, need_pad=False).squeeze(1))
+
+
+class OnnxJoiner(nn.Module):
+    """encoder_out, decoder_out (N, joiner_dim), already projected -> logits (N, vocab_size)."""
+
+    def __init__(self, joiner: nn.Module) -> None:
+        super().__init__()
+        self.joiner = joiner
+
+    def forward(self, encoder_out: torch.Tensor, decoder_out: torch.Tensor) -> torch.Tensor:
+        return self.joiner(encoder_out, decoder_out, project_input=False)
+
+
+def _temp_path(filename: Path) -> Path:
+    return filename.with_name(f".{filename.name}.tmp")
+
+
+def add_metadata(filename: Path, metadata: Dict[str, str]) -> None:
+    """Add string key/value pairs to an ONNX file's metadata_props (in place)."""
+    model = onnx.load(str(filename))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = str(value)
+    onnx.save(model, str(filename))
+
+
+def read_metadata(filename: Path) -> Dict[str, str]:
+    model = onnx.load(str(filename), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def export_module(
+    module: nn.Module,
+    args: Tuple[torch.Tensor, ...],
+    filename: Path,
+    input_names: List[str],
+    output_names: List[str],
+    dynamic_axes: Dict[str, Dict[int, str]],
+    metadata: Dict[str, str],
+) -> None:
+    """Trace `module` on `args` into `filename` (opset 13) with metadata; atomic."""
+    module.eval()
+    tmp = _temp_path(filename)
+    with warnings.catch_warnings():
+        # Deliberate: the dynamo exporter fails on Zipformer's data-dependent shapes.
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        # The traced Python conditions are shape checks on fixed dims; check_export() tests the rest.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET_VERSION,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+            )
+    add_metadata(tmp, metadata)
+    os.replace(tmp, filename)
+
+
+def export_encoder(model: nn.Module, filename: Path, feature_dim: int, metadata: Dict[str, str]) -> None:
+    x = torch.zeros(1, TRACE_FRAMES, feature_dim, dtype=torch.float32)
+    x_lens = torch.tensor([TRACE_FRAMES], dtype=torch.int64)
+    export_module(
+        OnnxEncoder(model),
+        (x, x_lens),
+        filename,
+        input_names=["x", "x_lens"],
+        output_names=["encoder_out", "encoder_out_lens"],
+        dynamic_axes={
+            "x": {0: "N", 1: "T"},
+            "x_lens": {0: "N"},
+            "encoder_out": {0: "N", 1: "T"},
+            "encoder_out_lens": {0: "N"},
+        },
+        metadata=metadata,
+    )
+
+
+def export_decoder(model: nn.Module, filename: Path, metadata: Dict[str, str]) -> None:
+    y = torch.zeros(10, model.decoder.context_size, dtype=torch.int64)
+    export_module(
+        OnnxDecoder(model.decoder, model.joiner.decoder_proj),
+        (y,),
+        filename,
+        input_names=["y"],
+        output_names=["decoder_out"],
+        dynamic_axes={"y": {0: "N"}, "decoder_out": {0: "N"}},
+        metadata=metadata,
+    )
+
+
+def export_joiner(model: nn.Module, filename: Path, metadata: Dict[str, str]) -> None:
+    joiner_dim = model.joiner.output_linear.weight.shape[1]
+    encoder_out = torch.rand(11, joiner_dim, dtype=torch.float32)
+    decoder_out = torch.rand(11, joiner_dim, dtype=torch.float32)
+    export_module(
+        OnnxJoiner(model.joiner),
+        (encoder_out, decoder_out),
+        filename,
+        input_names=["encoder_out", "decoder_out"],
+        output_names=["logit"],
+        dynamic_axes={"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}},
+        metadata=metadata,
+    )
+
+
+class _QuietQuantizer(logging.Filter):
+    """onnxruntime's quantizer logs a line per tensor (and generic advice) through our handlers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_quantizer = "onnxruntime" in record.pathname and "quantization" in record.pathname
+        return not from_quantizer or record.levelno >= logging.ERROR
+
+
+def quantize_int8(src: Path, dst: Path, op_types: Sequence[str]) -> None:
+    """Dynamic int8 quantisation (QInt8 weights) of the given op types; metadata is kept."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = _temp_path(dst)
+    quiet = _QuietQuantizer()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        quantize_dynamic(
+            model_input=str(src),
+            model_output=str(tmp),
+            op_types_to_quantize=list(op_types),
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+    os.replace(tmp, dst)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks against PyTorch
+# ---------------------------------------------------------------------------------------------
+
+
+def check_inputs(feature_dim: int, vocab_size: int, context_size: int) -> Dict[str, np.ndarray]:
+    """Deterministic inputs that differ from the tracing ones: a padded batch of unequal lengths
+    and decoder contexts including sherpa-onnx's initial [-1, ..., -1, 0]."""
+    rng = np.random.default_rng(0)
+    lengths = np.array(CHECK_LENGTHS, dtype=np.int64)
+    x = rng.normal(-5.0, 3.0, size=(len(lengths), int(lengths.max()), feature_dim)).astype(np.float32)
+    contexts = rng.integers(0, vocab_size, size=(4, context_size)).astype(np.int64)
+    contexts[0] = [-1] * (context_size - 1) + [BLANK_ID]
+    return {"x": x, "x_lens": lengths, "y": contexts}
+
+
+def _joiner_inputs(encoder_out: np.ndarray, decoder_out: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Every encoder frame (N·T', J), each paired with the first decoder output row."""
+    frames = encoder_out.reshape(-1, encoder_out.shape[-1])
+    return frames, np.repeat(decoder_out[:1], frames.shape[0], axis=0)
+
+
+@torch.no_grad()
+def max_abs_differences(model: nn.Module, files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+    """Max |onnxruntime - PyTorch| of each file's outputs on check_inputs()."""
+    onnx_model = OnnxTransducer(files["encoder"], files["decoder"], files["joiner"])
+    inputs = check_inputs(feature_dim, onnx_model.vocab_size, onnx_model.context_size)
+    encoder_out, encoder_out_lens = OnnxEncoder(model).eval()(
+        torch.from_numpy(inputs["x"]), torch.from_numpy(inputs["x_lens"])
+    )
+    onnx_encoder_out, onnx_encoder_out_lens = onnx_model.run_encoder(inputs["x"], inputs["x_lens"])
+    same_lengths = np.array_equal(onnx_encoder_out_lens, encoder_out_lens.numpy())
+    if onnx_encoder_out.shape != encoder_out.shape or not same_lengths:
+        raise RuntimeError(
+            f"the exported encoder gives shape {onnx_encoder_out.shape} and lengths {onnx_encoder_out_lens.tolist()}, "
+            f"PyTorch {tuple(encoder_out.shape)} and {encoder_out_lens.tolist()}: a length was frozen in the graph"
+        )
+    decoder_out = OnnxDecoder(model.decoder, model.joiner.decoder_proj).eval()(torch.from_numpy(inputs["y"]))
+    onnx_decoder_out = onnx_model.run_decoder(inputs["y"])
+    joiner_inputs = _joiner_inputs(encoder_out.numpy(), decoder_out.numpy())
+    logits = OnnxJoiner(model.joiner).eval()(*(torch.from_numpy(a) for a in joiner_inputs))
+    onnx_logits = onnx_model.run_joiner(*joiner_inputs)
+    return {
+        "encoder": float(np.abs(onnx_encoder_out - encoder_out.numpy()).max()),
+        "decoder": float(np.abs(onnx_decoder_out - decoder_out.numpy()).max()),
+        "joiner": float(np.abs(onnx_logits - logits.numpy()).max()),
+    }
+
+
+def check_export(model: nn.Module, files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+    """Raise RuntimeError unless onnxruntime reproduces PyTorch on lengths other than the traced one."""
+    differences = max_abs_differences(model, files, feature_dim)
+    logging.info(
+        "onnxruntime vs PyTorch, max abs difference at lengths "
+        f"{list(CHECK_LENGTHS)} (padded batch): " + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
+    )
+    bad = {k: v for k, v in differences.items() if not v <= CHECK_TOLERANCE}
+    if bad:
+        raise RuntimeError(f"the exported {', '.join(bad)} differ from PyTorch by {bad}: the export is wrong")
+    return differences
+
+
+def int8_differences(files: Dict[str, Path], int8_files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+    """Max |int8 - fp32| of the encoder output and of the logits (a report, not a check)."""
+    outputs = []
+    for paths in (files, int8_files):
+        session = OnnxTransducer(paths["encoder"], paths["decoder"], paths["joiner"])
+        inputs = check_inputs(feature_dim, session.vocab_size, session.context_size)
+        encoder_out, _ = session.run_encoder(inputs["x"], inputs["x_lens"])
+        logits = session.run_joiner(*_joiner_inputs(encoder_out, session.run_decoder(inputs["y"])))
+        outputs.append((encoder_out, logits))
+    return {
+        "encoder_out": float(np.abs(outputs[0][0] - outputs[1][0]).max()),
+        "logit": float(np.abs(outputs[0][1] - outputs[1][1]).max()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The script
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_suffix(params: AttributeDict) -> str:
+    """epoch-{e}-avg-{a} or iter-{i}-avg-{a}, as icefall names exported files."""
+    which = f"iter-{params.iter}" if params.iter > 0 else f"epoch-{params.epoch}"
+    return f"{which}-avg-{params.avg}"
+
+
+def add_export_arguments(parser: argparse.ArgumentParser, default_exp_dir: str) -> None:
+    group = parser.add_argument_group("Export options")
+    group.add_argument("--epoch", type=int, default=30, help="Export epoch-{epoch}.pt (and earlier ones for --avg).")
+    group.add_argument("--iter", type=int, default=0, help="If > 0, export checkpoint-{iter}.pt instead of --epoch.")
+    group.add_argument("--avg", type=int, default=15, help="Number of checkpoints to average.")
+    group.add_argument(
+        "--use-averaged-model",
+        type=str2bool,
+        default=True,
+        help="Average with the running model_avg of the checkpoints rather than a plain mean.",
+    )
+    group.add_argument(
+        "--exp-dir", type=Path, default=Path(default_exp_dir), help="Checkpoints are read and ONNX files written here."
+    )
+    group.add_argument(
+        "--tokens",
+        type=str,
+        default="data/lang_bpe_500/tokens.txt",
+        help="The model's tokens.txt; its size must match the checkpoint's vocabulary.",
+    )
+    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+
+
+def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_export_arguments(parser, default_exp_dir)
+    add_model_arguments(parser)
+    recipe.add_arguments(parser)
+    return parser
+
+
+def weights_fingerprint(tensors: StateDict) -> str:
+    """A short hash of named tensors (the same hash as zipformer_adapter's base_fingerprint)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_vocab_size(state_dict: StateDict, params: AttributeDict) -> None:
+    embedding = state_dict.get("decoder.embedding.weight")
+    if embedding is not None and embedding.shape[0] != params.vocab_size:
+        raise UserError(
+            f"the checkpoint was trained with {embedding.shape[0]} tokens but {params.tokens} has "
+            f"{params.vocab_size}: pass the --tokens the model was trained with"
+        )
+
+
+def load_model_for_export(params: AttributeDict, recipe: DecodingRecipe) -> Tuple[nn.Module, StateDict]:
+    """The recipe's model with the weights selected by the flags, in eval mode, and those weights."""
+    state_dict, description = recipe.load_state_dict(params)
+    logging.info(f"Using {description}")
+    check_vocab_size(state_dict, params)
+    model = recipe.get_model(params)
+    try:
+        recipe.load_weights(model, state_dict, params)
+    except RuntimeError as e:
+        raise UserError(f"the checkpoint does not fit the model ({_mismatch(model, state_dict, e)})") from None
+    return model.eval(), state_dict
+
+
+def _mismatch(model: nn.Module, state_dict: StateDict, error: RuntimeError) -> str:
+    """A one-line summary of why load_state_dict failed, and what to do."""
+    expected, given = set(model.state_dict()), set(state_dict)
+    if expected == given:
+        return str(error).strip().splitlines()[-1].strip()[:300] + ": check the model-shape flags"
+
+    def some(keys: set) -> str:
+        return f"{len(keys)} ({', '.join(sorted(keys)[:2])}{', ...' if len(keys) > 2 else ''})"
+
+    missing, unexpected = expected - given, given - expected
+    adapters = {k for k in unexpected if "adapter" in k}
+    fixes = []
+    if adapters:
+        fixes.append("it has adapters, export it with ./zipformer_adapter/export-onnx.py")
+    if missing or unexpected - adapters:
+        fixes.append("check the model-shape flags")
+    return f"missing keys {some(missing)}, unexpected keys {some(unexpected)}: {'; '.join(fixes)}"
+
+
+def file_size_mb(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.2f} MB"
+
+
+def export(
+    params: AttributeDict,
+    recipe: DecodingRecipe,
+    encoder_metadata: Optional[MetadataHook] = None,
+    file_suffix: SuffixHook = checkpoint_suffix,
+) -> Dict[str, Path]:
+    """Write the fp32 and int8 files; return their paths by name (encoder, ..., encoder.int8, ...)."""
+    tokens = read_tokens(params.tokens)
+    params.vocab_size = len(tokens)
+    params.blank_id = BLANK_ID
+    model, state_dict = load_model_for_export(params, recipe)
+
+    suffix = file_suffix(params)
+    exp_dir = Path(params.exp_dir)
+    files = {name: exp_dir / f"{name}-{suffix}.onnx" for name in ("encoder", "decoder", "joiner")}
+    int8_files = {name: exp_dir / f"{name}-{suffix}.int8.onnx" for name in files}
+
+    metadata = dict(ENCODER_METADATA)
+    if encoder_metadata is not None:
+        metadata.update(encoder_metadata(params, state_dict))
+    logging.info(f"Exporting the encoder to {files['encoder']} (metadata {metadata})")
+    export_encoder(model, files["encoder"], params.feature_dim, metadata)
+    logging.info(f"Exporting the decoder to {files['decoder']}")
+    export_decoder(
+        model, files["decoder"], {"context_size": str(params.context_size), "vocab_size": str(params.vocab_size)}
+    )
+    logging.info(f"Exporting the joiner to {files['joiner']}")
+    joiner_dim = model.joiner.output_linear.weight.shape[1]
+    export_joiner(model, files["joiner"], {"joiner_dim": str(joiner_dim)})
+    try:
+        check_export(model, files, params.feature_dim)
+    except RuntimeError:
+        for path in files.values():
+            path.unlink(missing_ok=True)  # never leave a wrong model where a deployment could pick it up
+        raise
+
+    for name, op_types in (("encoder", ["MatMul"]), ("decoder", ["MatMul", "Gather"]), ("joiner", ["MatMul"])):
+        quantize_int8(files[name], int8_files[name], op_types)
+    report = int8_differences(files, int8_files, params.feature_dim)
+    logging.info("int8 vs fp32, max abs difference: " + ", ".join(f"{k} {v:.3g}" for k, v in report.items()))
+
+    for name in files:
+        int8_file = int8_files[name]
+        logging.info(f"{files[name]}: {file_size_mb(files[name])}; {int8_file.name}: {file_size_mb(int8_file)}")
+    written = dict(files)
+    written.update({f"{name}.int8": path for name, path in int8_files.items()})
+    return written
+
+
+def main(
+    recipe: DecodingRecipe,
+    default_exp_dir: str = "zipformer/exp",
+    encoder_metadata: Optional[MetadataHook] = None,
+    file_suffix: SuffixHook = checkpoint_suffix,
+    argv: Optional[List[str]] = None,
+) -> Dict[str, Path]:
+    args = get_parser(recipe, default_exp_dir).parse_args(argv)
+    params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
+    params.update(vars(args))
+    params.exp_dir = Path(params.exp_dir)
+    if not params.exp_dir.is_dir():
+        raise SystemExit(f"error: --exp-dir {params.exp_dir} does not exist: pass the directory with the checkpoints")
+    setup_logger(params.exp_dir / "log-export" / "log-export-onnx")
+    logging.info(f"Export parameters: {params}")
+    try:
+        written = export(params, recipe, encoder_metadata, file_suffix)
+    except UserError as e:
+        logging.error(str(e))
+        raise SystemExit(f"error: {e}") from None
+    logging.info("Done!")
+    return written

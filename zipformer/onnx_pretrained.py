@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Transcribe sound files with exported ONNX models and onnxruntime (no PyTorch model involved).
+
+Usage:
+  ./zipformer/onnx_pretrained.py \\
+      --encoder-model-filename zipformer_adapter/exp/encoder-epoch-20-avg-1.onnx \\
+      --decoder-model-filename zipformer_adapter/exp/decoder-epoch-20-avg-1.onnx \\
+      --joiner-model-filename zipformer_adapter/exp/joiner-epoch-20-avg-1.onnx \\
+      --tokens data/lang_bpe_500/tokens.txt \\
+      foo.wav bar.wav
+
+Sound files: 16 kHz (the first channel is used). Features: 80-bin fbank computed with
+kaldi-native-fbank exactly as for training. Search: batched greedy search, one symbol per frame.
+Prints one `{file}: {text}` line per file.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+from typing import Dict, List, Sequence  # noqa: E402
+
+from zipformer.onnx_inference import (  # noqa: E402
+    OnnxTransducer,
+    compute_fbank,
+    pad_features,
+    read_tokens,
+    read_wave,
+    tokens_to_text,
+)
+from zipformer.utils import UserError  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder-model-filename", type=str, required=True, help="encoder-*.onnx")
+    parser.add_argument("--decoder-model-filename", type=str, required=True, help="decoder-*.onnx")
+    parser.add_argument("--joiner-model-filename", type=str, required=True, help="joiner-*.onnx")
+    parser.add_argument("--tokens", type=str, required=True, help="tokens.txt of the model")
+    parser.add_argument("--num-threads", type=int, default=4, help="onnxruntime intra-op threads")
+    parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
+    parser.add_argument("sound_files", type=str, nargs="+", help="16 kHz sound files (wav, flac, ...)")
+    return parser
+
+
+def transcribe(model: OnnxTransducer, tokens: Dict[int, str], sound_files: Sequence[str], batch_size: int) -> List[str]:
+    """The text of each sound file, in order."""
+    texts: List[str] = []
+    for start in range(0, len(sound_files), batch_size):
+        features = [compute_fbank(read_wave(f)) for f in sound_files[start : start + batch_size]]
+        x, x_lens = pad_features(features)
+        texts.extend(tokens_to_text(ids, tokens) for ids in model.decode_features(x, x_lens))
+    return texts
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    try:
+        tokens = read_tokens(args.tokens)
+        model = OnnxTransducer(
+            args.encoder_model_filename, args.decoder_model_filename, args.joiner_model_filename, args.num_threads
+        )
+        model.check_tokens(tokens, args.tokens)
+        texts = transcribe(model, tokens, args.sound_files, args.batch_size)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    for filename, text in zip(args.sound_files, texts):
+        print(f"{filename}: {text}")
+
+
+if __name__ == "__main__":
+    main()
