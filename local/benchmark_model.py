@@ -6,8 +6,9 @@ random projection of the output). For the small configuration also the full trai
 forward with the simple and pruned RNN-T losses, then backward of 0.5·simple + pruned (no
 optimizer step). The model is in training mode with its schedules at batch 20000 (their final
 values). Random 80-dim features at 100 frames per second; the median of --runs timed runs after
---warmup untimed ones. Prints the thread count, the load average (the machine may be shared)
-and the peak RSS of the process.
+--warmup untimed ones, as wall-clock and process CPU seconds per run (CPU time sums all threads)
+and wall-clock seconds per second of audio. Prints the thread count, the load average (on a
+shared machine other processes slow the wall-clock figures) and the process's peak RSS so far.
 
 Usage:
   ./local/benchmark_model.py                        # 4 x 10 s, normal and small configuration
@@ -80,15 +81,17 @@ def build_model(flags: List[str], vocab_size: int) -> nn.Module:
     return model
 
 
-def median_seconds(step: Callable[[], None], warmup: int, runs: int) -> float:
+def median_seconds(step: Callable[[], None], warmup: int, runs: int) -> Tuple[float, float]:
+    """Median (wall-clock, process CPU) seconds of `step` over `runs`, after `warmup` calls."""
     for _ in range(warmup):
         step()
-    times = []
+    wall, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def encoder_step(model: nn.Module, x: torch.Tensor, x_lens: torch.Tensor) -> Callable[[], None]:
@@ -168,8 +171,8 @@ def main() -> None:
         print(f"{name}: {' '.join(CONFIGS[name]) or '(defaults)'}")
     print()
     header = (
-        f"{'config':<8} {'params':>12} {'measurement':<34} {'s/run':>8} {'s per s audio':>14} "
-        f"{'peak RSS MB':>12}"
+        f"{'config':<8} {'params':>12} {'measurement':<32} {'wall s':>7} {'CPU s':>7} "
+        f"{'wall s per s audio':>18} {'peak RSS MB':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -180,10 +183,10 @@ def main() -> None:
             if name in TRAINING_STEP_CONFIGS:
                 steps.append(("training step (fwd+losses+bwd)", training_step(model, x, x_lens, y)))
             for label, step in steps:
-                seconds = median_seconds(step, args.warmup, args.runs)
+                wall, cpu = median_seconds(step, args.warmup, args.runs)
                 print(
-                    f"{name:<8} {count_parameters(model):>12,} {label:<34} {seconds:>8.2f} "
-                    f"{seconds / audio_seconds:>14.4f} {peak_rss_mb():>12.0f}",
+                    f"{name:<8} {count_parameters(model):>12,} {label:<32} {wall:>7.2f} {cpu:>7.2f} "
+                    f"{wall / audio_seconds:>18.4f} {peak_rss_mb():>11.0f}",
                     flush=True,
                 )
             del model

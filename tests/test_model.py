@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.model import make_pad_mask, pad_token_ids, strip_ddp_prefix, warmup_loss_scales
+from zipformer.checkpoint import strip_ddp_prefix
+from zipformer.model import pad_token_ids, warmup_loss_scales
 from zipformer.model_args import add_model_arguments, get_model, model_shape
 from zipformer.scaling import (
     ActivationDropoutAndLinear,
@@ -66,6 +67,15 @@ def encoder_layers(model: nn.Module) -> List[Zipformer2EncoderLayer]:
 
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One thread: on the shared 2-core machine, two threads per test are several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -186,17 +196,35 @@ def test_normal_model_output_shape(normal_model):
     assert torch.isfinite(out).all()
 
 
-def test_normal_encoder_padding_invariance(normal_model):
-    # 32 frames at 50 Hz: a multiple of every stack's downsampling (and the output's 2).
-    torch.manual_seed(3)
-    single = torch.randn(32, 1, 192)
-    batch = torch.cat((torch.cat((single, torch.randn(16, 1, 192))), torch.randn(48, 1, 192)), dim=1)
-    lens = torch.tensor([32, 48])
+def padded_batch_and_singles(lengths: List[int], feature_dim: int = 80):
+    """Random utterances of `lengths` frames, and them in one batch padded with large values."""
+    utterances = [torch.randn(1, length, feature_dim) for length in lengths]
+    batch = 1000.0 * torch.randn(len(lengths), max(lengths), feature_dim)
+    for i, utterance in enumerate(utterances):
+        batch[i, : lengths[i]] = utterance[0]
+    return batch, utterances
+
+
+def assert_padding_invariant(model: nn.Module, lengths: List[int]) -> None:
+    """The encoder output of each utterance in a padded batch equals its output alone."""
+    batch, utterances = padded_batch_and_singles(lengths)
     with torch.no_grad():
-        alone, _ = normal_model.encoder(single, lens[:1], make_pad_mask(lens[:1], 32))
-        batched, batched_lens = normal_model.encoder(batch, lens, make_pad_mask(lens, 48))
-    assert batched_lens.tolist() == [16, 24]
-    torch.testing.assert_close(batched[:16, :1], alone, atol=1e-4, rtol=0)
+        batched, batched_lens = model.forward_encoder(batch, torch.tensor(lengths))
+        for i, utterance in enumerate(utterances):
+            alone, alone_lens = model.forward_encoder(utterance, torch.tensor([lengths[i]]))
+            assert batched_lens[i] == alone_lens[0] == alone.shape[1]
+            torch.testing.assert_close(batched[i, : alone.shape[1]], alone[0], atol=1e-4, rtol=0)
+
+
+# Not multiples of the downsampling factors: odd embedding lengths (15, 47, 71) and partial
+# groups in every downsampled stack. The longest is not first.
+PADDING_TEST_LENGTHS = [101, 37, 203, 150]
+
+
+def test_normal_encoder_padding_invariance(normal_model):
+    torch.manual_seed(3)
+    # Shorter than the tiny model's lengths, for speed; embedding lengths 27, 15 and 47.
+    assert_padding_invariant(normal_model, [61, 37, 101])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,22 +249,13 @@ def test_too_short_input_is_rejected(tiny_model):
 
 
 def test_padding_invariance_of_the_full_encoder(tiny_model):
-    # ConvNeXt's 7x7 kernel sees up to 3 embedding frames past an utterance's end, which in a
-    # padded batch are computed from padding (as in icefall): silence that branch here to check
-    # every other masking step end to end.
-    with torch.no_grad():
-        tiny_model.encoder_embed.convnext.pointwise_conv2.weight.zero_()
-        tiny_model.encoder_embed.convnext.pointwise_conv2.bias.zero_()
     torch.manual_seed(4)
-    num_frames = 2 * 32 + 7  # 32 embedding frames
-    single = torch.randn(1, num_frames, 80)
-    batch = torch.cat(
-        (torch.cat((single, torch.randn(1, 40, 80)), dim=1), torch.randn(1, num_frames + 40, 80))
-    )
+    # Non-uniform downsampling weights, so any padding that reaches a group shows up.
     with torch.no_grad():
-        alone, alone_lens = tiny_model.forward_encoder(single, torch.tensor([num_frames]))
-        batched, _ = tiny_model.forward_encoder(batch, torch.tensor([num_frames, num_frames + 40]))
-    torch.testing.assert_close(batched[:1, : alone_lens[0]], alone, atol=1e-4, rtol=0)
+        for name, param in tiny_model.named_parameters():
+            if name.endswith("downsample.bias") or name.endswith("downsample_output.bias"):
+                param.normal_()
+    assert_padding_invariant(tiny_model, PADDING_TEST_LENGTHS)
 
 
 def test_eval_is_deterministic_and_training_is_random(tiny_model):
@@ -348,7 +367,6 @@ def test_zero_residual_adapters_keep_the_output_and_trained_ones_change_it(tiny_
 
 def test_training_steps_decrease_the_transducer_loss(tiny_model):
     torch.manual_seed(6)
-    torch.set_num_threads(1)
     x = torch.randn(3, 60, 80)
     x_lens = torch.tensor([60, 52, 45])
     y = [[3, 4, 5, 6], [7, 8], [9, 10, 11]]
@@ -474,6 +492,56 @@ def test_simple_downsample_repeats_last_frame_and_weights_by_softmax():
     torch.testing.assert_close(out[2], x[4])  # last frame paired with a copy of itself
     up = SimpleUpsample(2)(out)
     assert up.shape == (6, 1, 3) and torch.equal(up[0], up[1])
+
+
+def test_simple_downsample_pads_each_sequence_with_its_own_last_frame():
+    module = SimpleDownsample(3, downsample=4)
+    with torch.no_grad():
+        module.bias.copy_(torch.tensor([0.1, -0.4, 0.7, 0.2]))
+    torch.manual_seed(10)
+    x = torch.randn(6, 2, 3)
+    out = module(x, src_lens=torch.tensor([6, 3]))
+    assert out.shape == (2, 2, 3)
+    alone = module(x[:3, 1:])
+    torch.testing.assert_close(out[:1, 1:], alone, atol=0, rtol=0)
+    torch.testing.assert_close(out[:, :1], module(x[:, :1]), atol=0, rtol=0)
+
+
+def test_simple_downsample_with_full_lengths_is_bit_identical_to_the_reference():
+    torch.manual_seed(11)
+    module = SimpleDownsample(5, downsample=4)
+    with torch.no_grad():
+        module.bias.normal_()
+    x = torch.randn(7, 1, 5)
+    # icefall's formula: pad with copies of the last frame to a multiple of 4, weighted sum.
+    padded = torch.cat((x, x[-1:].expand(1, 1, 5)), dim=0).reshape(2, 4, 1, 5)
+    expected = (padded * module.bias.softmax(dim=0).reshape(1, 4, 1, 1)).sum(dim=1)
+    with torch.no_grad():
+        assert torch.equal(module(x, src_lens=torch.tensor([7])), expected)
+        assert torch.equal(module(x), expected)
+
+
+def test_convnext_with_full_lengths_is_bit_identical_to_the_reference(tiny_model):
+    convnext = tiny_model.encoder_embed.convnext
+    torch.manual_seed(12)
+    x = torch.randn(1, 128, 11, 19)
+    with torch.no_grad():
+        # icefall's formula in eval mode (the balancers and whitening are the identity).
+        hidden = SwooshL()(convnext.pointwise_conv1(convnext.depthwise_conv(x)))
+        expected = x + convnext.pointwise_conv2(hidden)
+        assert torch.equal(convnext(x, torch.tensor([11])), expected)
+        assert torch.equal(convnext(x), expected)
+
+
+def test_convnext_ignores_frames_past_each_sequence_end(tiny_model):
+    convnext = tiny_model.encoder_embed.convnext
+    torch.manual_seed(13)
+    x = torch.randn(2, 128, 12, 19)
+    x[1, :, 8:] = 1000.0
+    with torch.no_grad():
+        batched = convnext(x, torch.tensor([12, 8]))
+        alone = convnext(x[1:, :, :8])
+    torch.testing.assert_close(batched[1:, :, :8], alone, atol=1e-5, rtol=0)
 
 
 def test_channel_conversion_and_full_dim_output_assembly(tiny_model):

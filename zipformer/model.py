@@ -1,6 +1,6 @@
 """The transducer: Conv2dSubsampling + Zipformer2 encoder, stateless decoder, joiner, and the
 pruned RNN-T training loss (simple smoothed loss, then the pruned loss inside its ranges)."""
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -12,21 +12,7 @@ from zipformer.rnnt_loss import (
     rnnt_loss_smoothed,
 )
 from zipformer.scaling import ScaledLinear
-
-DDP_PREFIX = "module."
-
-
-def make_pad_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(N,) lengths -> (N, max_len) bool mask, True at padded positions (t >= length)."""
-    frames = torch.arange(max_len, device=lengths.device).unsqueeze(0)
-    return frames >= lengths.unsqueeze(1)
-
-
-def strip_ddp_prefix(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Remove the `module.` prefix that a DDP-wrapped model puts on every key (no-op otherwise)."""
-    if state_dict and all(key.startswith(DDP_PREFIX) for key in state_dict):
-        return {key[len(DDP_PREFIX) :]: value for key, value in state_dict.items()}
-    return dict(state_dict)
+from zipformer.subsampling import make_pad_mask
 
 
 def warmup_loss_scales(

@@ -23,10 +23,21 @@ from zipformer.scaling import (
 MIN_INPUT_FRAMES = 9
 
 
+def make_pad_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(N,) lengths -> (N, max_len) bool mask, True at padded positions (t >= length)."""
+    frames = torch.arange(max_len, device=lengths.device).unsqueeze(0)
+    return frames >= lengths.unsqueeze(1)
+
+
 class ConvNeXt(nn.Module):
     """Residual ConvNeXt block on (N, C, T, F): depthwise k×k conv, 1×1 up-projection, SwooshL,
     1×1 down-projection, added to the input. In training the whole branch is dropped for a random
-    `layerdrop_rate` fraction of the sequences."""
+    `layerdrop_rate` fraction of the sequences.
+
+    Given the valid lengths, frames past each sequence's end are zeroed before the depthwise conv,
+    so in a padded batch its kernel sees the same zeros as the conv's own padding does for an
+    unpadded sequence (icefall lets the padding leak in here).
+    """
 
     def __init__(
         self,
@@ -60,9 +71,12 @@ class ConvNeXt(nn.Module):
             num_groups=1, whitening_limit=5.0, prob=0.1, grad_scale=0.01, channel_dim=1
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, T, F) -> (N, C, T, F)."""
+    def forward(self, x: torch.Tensor, x_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (N, C, T, F); x_lens: (N,) valid frames along T, or None (no padding) -> (N, C, T, F)."""
         bypass = x
+        if x_lens is not None:
+            padding = make_pad_mask(x_lens, x.shape[2])
+            x = x.masked_fill(padding.unsqueeze(1).unsqueeze(-1), 0.0)
         x = self.depthwise_conv(x)
         x = self.pointwise_conv1(x)
         x = self.hidden_balancer(x)
@@ -140,13 +154,15 @@ class Conv2dSubsampling(nn.Module):
                 f"need at least {MIN_INPUT_FRAMES} feature frames, got {x.shape[1]}: "
                 "drop or pad utterances this short"
             )
+        # Frame t of self.conv's output depends on input frames 2t .. 2t + 8, so its first
+        # (x_lens - 7) // 2 frames come from valid input only and the later ones from padding.
+        x_lens = torch.div(x_lens - 7, 2, rounding_mode="floor")
         x = self.conv(x.unsqueeze(1))
-        x = self.convnext(x)
+        x = self.convnext(x, x_lens)
         batch_size, channels, num_frames, width = x.shape
         x = x.transpose(1, 2).reshape(batch_size, num_frames, channels * width)
         x = self.out(x)
         x = self.out_whiten(x)
         x = self.out_norm(x)
         x = self.dropout(x)
-        x_lens = torch.div(x_lens - 7, 2, rounding_mode="floor")
         return x, x_lens

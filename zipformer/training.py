@@ -121,6 +121,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--use-fp16", type=str2bool, default=False, help="Mixed precision (fp16, CUDA only).")
     group.add_argument("--use-bf16", type=str2bool, default=False, help="Mixed precision (bf16, CUDA only).")
+    group.add_argument(
+        "--num-threads",
+        type=int,
+        default=0,
+        help="CPU threads per process (0: PyTorch's default). On a busy machine 1 avoids oversubscription.",
+    )
     group.add_argument("--log-interval", type=int, default=50, help="Log the loss every N batches.")
     group.add_argument("--valid-interval", type=int, default=3000, help="Validate every N batches of an epoch.")
     group.add_argument("--warm-step", type=int, default=2000, help="Batches of simple/pruned loss warm-up.")
@@ -582,6 +588,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRe
     params.update(vars(args))
     params.exp_dir = Path(params.exp_dir)
     fix_random_seed(params.seed)
+    if params.num_threads > 0:
+        torch.set_num_threads(params.num_threads)
     if world_size > 1:
         init_distributed(rank, world_size, params.master_port)
     setup_logger(params.exp_dir / "log" / "log-train", rank=rank, world_size=world_size)

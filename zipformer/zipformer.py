@@ -547,17 +547,34 @@ class Zipformer2Encoder(nn.Module):
         return output
 
 
+def repeat_last_valid_frame(src: torch.Tensor, src_lens: torch.Tensor) -> torch.Tensor:
+    """src: (T, N, C), src_lens: (N,) -> (T, N, C) with every frame t >= src_lens[n] of sequence n
+    replaced by its last valid frame (frame max(src_lens[n] - 1, 0))."""
+    num_frames, _, channels = src.shape
+    frames = torch.arange(num_frames, device=src.device).unsqueeze(1)
+    last_valid = (src_lens.to(torch.int64) - 1).clamp(min=0).unsqueeze(0)
+    index = torch.minimum(frames, last_valid)  # (T, N)
+    return torch.gather(src, 0, index.unsqueeze(-1).expand(-1, -1, channels))
+
+
 class SimpleDownsample(nn.Module):
     """Downsample time by `downsample`: right-pad by repeating the last frame to a multiple of it,
-    then take the weighted sum of each group with weights softmax(bias)."""
+    then take the weighted sum of each group with weights softmax(bias).
+
+    Given the valid lengths, each sequence is first padded past its own end with its own last
+    valid frame, so in a padded batch it is downsampled as it would be alone (icefall repeats
+    the batch's last frame, i.e. padding, instead).
+    """
 
     def __init__(self, channels: int, downsample: int) -> None:
         super().__init__()
         self.downsample = downsample
         self.bias = nn.Parameter(torch.zeros(downsample))
 
-    def forward(self, src: torch.Tensor) -> torch.Tensor:
-        """src: (T, N, C) -> (ceil(T / ds), N, C)."""
+    def forward(self, src: torch.Tensor, src_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """src: (T, N, C); src_lens: (N,) valid frames, or None (no padding) -> (ceil(T / ds), N, C)."""
+        if src_lens is not None:
+            src = repeat_last_valid_frame(src, src_lens)
         num_frames, batch_size, channels = src.shape
         ds = self.downsample
         out_frames = (num_frames + ds - 1) // ds
@@ -583,7 +600,11 @@ class SimpleUpsample(nn.Module):
 
 class DownsampledZipformer2Encoder(nn.Module):
     """Runs a Zipformer2Encoder at 1/ds of the input frame rate: downsample, encode, upsample
-    (truncated to the input length), then a learned bypass with the input."""
+    (truncated to the input length), then a learned bypass with the input.
+
+    It takes the padding mask at its input rate: the valid lengths it gives make the downsampling
+    independent of the padding, and the inner encoder gets the mask subsampled by [..., ::ds].
+    """
 
     def __init__(self, encoder: Zipformer2Encoder, dim: int, downsample: int) -> None:
         super().__init__()
@@ -600,9 +621,13 @@ class DownsampledZipformer2Encoder(nn.Module):
         feature_mask: Union[torch.Tensor, float] = 1.0,
         src_key_padding_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """src: (T, N, D); src_key_padding_mask: (N, ceil(T / ds)) or None -> (T, N, D)."""
+        """src: (T, N, D); src_key_padding_mask: (N, T) bool, True at padding, or None -> (T, N, D)."""
         src_orig = src
-        src = self.downsample(src)
+        if src_key_padding_mask is None:
+            src = self.downsample(src)
+        else:
+            src = self.downsample(src, src_lens=(~src_key_padding_mask).sum(dim=1))
+            src_key_padding_mask = src_key_padding_mask[..., :: self.downsample_factor]
         src = self.encoder(src, feature_mask=feature_mask, src_key_padding_mask=src_key_padding_mask)
         src = self.upsample(src)[: src_orig.shape[0]]
         return self.out_combiner(src_orig, src)
@@ -756,18 +781,12 @@ class Zipformer2(nn.Module):
         masks = self.feature_masks(x)
         outputs = []
         for i, stack in enumerate(self.encoders):
-            ds = self.downsampling_factor[i]
             x = convert_num_channels(x, self.encoder_dim[i])
-            x = stack(
-                x,
-                feature_mask=masks[i],
-                src_key_padding_mask=(
-                    None if src_key_padding_mask is None else src_key_padding_mask[..., ::ds]
-                ),
-            )
+            # Every stack takes the full-rate mask; a downsampled one subsamples it by [..., ::ds].
+            x = stack(x, feature_mask=masks[i], src_key_padding_mask=src_key_padding_mask)
             outputs.append(x)
         x = self._full_dim_output(outputs)
-        x = self.downsample_output(x)
+        x = self.downsample_output(x, src_lens=x_lens)
         ds = self.output_downsampling_factor
         lengths = torch.div(x_lens + ds - 1, ds, rounding_mode="floor")
         return x, lengths
