@@ -1,8 +1,178 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (see README.md): set up, prepare the synthesized
-# two-domain corpus, then replay the adapter domain-adaptation story.
+# The main job: replay the adapter domain-adaptation story on the embedded offline corpus.
+#
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--quick] [--pretrain] [--adapter-dim B]
+#                 [--full-finetune] [--exp-root DIR] [--num-threads N]
+#
+#   stage 0  set up: Debian packages and .venv (local/setup.sh)
+#   stage 1  data: both synthesized domains (./prepare.sh); the source train split only with --pretrain
+#   stage 2  the source-domain base model: the one shipped in pretrained/ (default), or, with
+#            --pretrain, trained from scratch by zipformer/train.py (hours on 2 CPU cores)
+#   stage 3  decode the source and target test sets with the base model        ("before")
+#   stage 4  fine-tune adapters on the target domain (zipformer_adapter/train.py, the seed's flags)
+#   stage 5  decode both test sets with the adapters on and off: the forgetting report ("after")
+#   stage 6  with --full-finetune: fine-tune all weights on the same data, for comparison
+#   stage 7  export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx
+#   stage 8  summary table -> $exp_root/summary.md (with the commands that produced it)
+#
+# --quick: tiny corpus and a short fine-tune (a smoke test of every stage; CI runs it).
+# Real corpora on GPUs (see README.md):
+#   ./prepare.sh --dataset gigaspeech ...; then stages 4-7 with --dataset gigaspeech
+#   --finetune-ckpt icefall-asr-librispeech-zipformer-2023-05-15/exp/pretrained.pt
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-./local/setup.sh
-echo "run.sh: the end-to-end stages (pretrained base, adapter fine-tuning, decoding, ONNX export)"
-echo "run.sh: are added by issue 7 (the main job); until then this sets up the environment only."
+
+stage=0
+stop_stage=100
+quick=false
+pretrain=false
+full_finetune=false
+adapter_dim=16
+exp_root=exp
+num_threads=2
+dataset=synth
+finetune_ckpt=""
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+
+while (($#)); do
+  case "$1" in
+    --stage) stage="$2"; shift 2 ;;
+    --stop-stage) stop_stage="$2"; shift 2 ;;
+    --quick) quick=true; shift ;;
+    --pretrain) pretrain=true; shift ;;
+    --full-finetune) full_finetune=true; shift ;;
+    --adapter-dim) adapter_dim="$2"; shift 2 ;;
+    --exp-root) exp_root="$2"; shift 2 ;;
+    --num-threads) num_threads="$2"; shift 2 ;;
+    --dataset) dataset="$2"; shift 2 ;;
+    --finetune-ckpt) finetune_ckpt="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option '$1' (see ./run.sh --help)" ;;
+  esac
+done
+[[ $dataset == synth ]] || die "--dataset $dataset: the real-corpus runs need GPUs and downloads; follow README.md section 'The real experiment'"
+[[ -z $finetune_ckpt ]] || die "--finetune-ckpt is for the real experiment (README.md); the embedded run uses pretrained/base.pt"
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh) $*"; }
+stage_on() { ((stage <= $1 && $1 <= stop_stage)); }
+
+mkdir -p "$exp_root"
+commands="$exp_root/commands.sh"
+# Run a command, show it, and record it for the summary.
+run() {
+  echo "$*" >> "$commands"
+  log "\$ $*"
+  "$@"
+}
+
+# The shipped base model: its shape flags (also recorded in pretrained/README.md).
+base_model_flags=(
+  --num-encoder-layers 1,1,1,1,1,1 --feedforward-dim 256,256,256,256,256,256
+  --encoder-dim 128,128,128,128,128,128 --encoder-unmasked-dim 128,128,128,128,128,128
+  --num-heads 4,4,4,4,4,4 --decoder-dim 256 --joiner-dim 256
+)
+base_dir=$exp_root/base
+adapter_dir=$exp_root/adapter_dim$adapter_dim
+full_dir=$exp_root/full_finetune
+source_test=data/fbank/source_cuts_test.jsonl.gz
+target_test=data/fbank/target_cuts_test.jsonl.gz
+test_cuts="source=$source_test,target=$target_test"
+valid_cuts="source=data/fbank/source_cuts_dev.jsonl.gz,target=data/fbank/target_cuts_dev.jsonl.gz"
+
+if $quick; then
+  prepare_args=(--quick)
+  adapter_epochs=1
+  full_epochs=1
+else
+  prepare_args=()
+  adapter_epochs=6
+  full_epochs=2
+fi
+$pretrain || prepare_args+=(--source-train 0)
+common_flags=(--bpe-model data/lang_bpe_500/bpe.model --num-workers 0 --max-duration 100 "${base_model_flags[@]}")
+
+if stage_on 0; then
+  log "stage 0: set up the environment"
+  ./local/setup.sh
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+
+if stage_on 1; then
+  log "stage 1: prepare the two synthesized domains"
+  run ./prepare.sh "${prepare_args[@]}"
+fi
+
+if stage_on 2; then
+  mkdir -p "$base_dir"
+  if $pretrain; then
+    log "stage 2: pretrain the base model on the source domain (hours on 2 CPU cores; progress in $base_dir/log)"
+    run ./zipformer/train.py --world-size 1 --num-epochs 40 --start-epoch 1 --exp-dir "$base_dir/train" \
+      "${base_model_flags[@]}" --max-duration 100 --base-lr 0.045 --ref-duration 10 --warm-step 500 \
+      --train-cuts data/fbank/source_cuts_train.jsonl.gz --valid-cuts "$valid_cuts" \
+      --enable-musan 0 --save-every-n 200 --keep-last-k 4 --average-period 20 \
+      --log-interval 20 --valid-interval 400 --num-workers 1 --num-threads "$num_threads"
+    run ./local/export_base_model.py --exp-dir "$base_dir/train" --epoch 40 --avg 10 --out "$base_dir/pretrained.pt"
+  else
+    log "stage 2: use the shipped base model pretrained/base.pt"
+    cp pretrained/base.pt "$base_dir/pretrained.pt"
+  fi
+  ./local/check_lang.py --bpe-model data/lang_bpe_500/bpe.model --expected pretrained/bpe.model
+  # icefall's convention for decoding a single pretrained file: call it an epoch checkpoint.
+  ln -sfn pretrained.pt "$base_dir/epoch-99.pt"
+fi
+
+if stage_on 3; then
+  log "stage 3: decode both test sets with the base model (before adaptation)"
+  run ./zipformer/decode.py --epoch 99 --avg 1 --use-averaged-model 0 --exp-dir "$base_dir" \
+    --test-cuts "$test_cuts" "${common_flags[@]}"
+fi
+
+if stage_on 4; then
+  log "stage 4: fine-tune adapters (dim $adapter_dim) on the target domain"
+  run ./zipformer_adapter/train.py --world-size 1 --num-epochs "$adapter_epochs" --start-epoch 1 --use-fp16 1 \
+    --base-lr 0.045 --use-adapters 1 --adapter-dim "$adapter_dim" --do-finetune 1 --master-port 13022 \
+    --finetune-ckpt "$base_dir/pretrained.pt" --exp-dir "$adapter_dir" \
+    --train-cuts data/fbank/target_cuts_train.jsonl.gz --valid-cuts "$valid_cuts" \
+    --enable-musan 0 --average-period 20 --log-interval 20 --num-threads "$num_threads" "${common_flags[@]}"
+fi
+
+if stage_on 5; then
+  log "stage 5: decode both test sets with the adapters on and off (forgetting report)"
+  run ./zipformer_adapter/decode.py --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 \
+    --use-adapters 1 --adapter-dim "$adapter_dim" --forgetting-report 1 --exp-dir "$adapter_dir" \
+    --test-cuts "$test_cuts" "${common_flags[@]}"
+fi
+
+if stage_on 6 && $full_finetune; then
+  log "stage 6: full fine-tuning of the same base model on the same data (comparison)"
+  run ./zipformer/train.py --world-size 1 --num-epochs "$full_epochs" --start-epoch 1 \
+    --base-lr 0.0045 --finetune-ckpt "$base_dir/pretrained.pt" --exp-dir "$full_dir" \
+    --train-cuts data/fbank/target_cuts_train.jsonl.gz --valid-cuts "$valid_cuts" \
+    --enable-musan 0 --average-period 20 --log-interval 20 --num-threads "$num_threads" "${common_flags[@]}"
+  run ./zipformer/decode.py --epoch "$full_epochs" --avg 1 --use-averaged-model 0 --exp-dir "$full_dir" \
+    --test-cuts "$test_cuts" "${common_flags[@]}"
+fi
+
+if stage_on 7; then
+  log "stage 7: export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx"
+  run ./zipformer_adapter/export-onnx.py --tokens data/lang_bpe_500/tokens.txt --use-averaged-model 0 \
+    --epoch "$adapter_epochs" --avg 1 --exp-dir "$adapter_dir" --use-adapters 1 --adapter-dim "$adapter_dim" \
+    "${base_model_flags[@]}"
+  for kind in "" ".int8"; do
+    name="epoch-$adapter_epochs-avg-1$kind"
+    run ./zipformer/onnx_decode.py --runtime sherpa-onnx \
+      --encoder-model-filename "$adapter_dir/encoder-$name.onnx" \
+      --decoder-model-filename "$adapter_dir/decoder-$name.onnx" \
+      --joiner-model-filename "$adapter_dir/joiner-$name.onnx" \
+      --tokens data/lang_bpe_500/tokens.txt --test-cuts "target=$target_test" --num-threads "$num_threads"
+  done
+fi
+
+if stage_on 8; then
+  log "stage 8: summary"
+  run ./local/summarize_run.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs" \
+    --full-epochs "$full_epochs"
+fi

@@ -245,3 +245,33 @@ def test_finetune_bad_input_is_one_clear_line(tiny_corpus, base_ckpt: Path, tmp_
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, proc.stderr[-2000:]
+
+
+def test_adapter_gradients_are_finite_with_the_frozen_body_in_eval_mode(tiny_corpus):
+    """The pilot's hazard: NaN adapter gradients when the frozen body ran in eval mode.
+
+    Here the frozen body in eval mode is the plain inference function (no regulariser acts in
+    backward) and the pure-PyTorch loss keeps occupations finite, so adapter gradients are finite.
+    """
+    import sentencepiece as spm
+    from lhotse import load_manifest
+
+    from zipformer_adapter.adapter import freeze_all_but_adapters, set_adapter_train_mode
+
+    torch.manual_seed(0)
+    model = get_model(model_params(TINY_MODEL_FLAGS, adapter_dim=4, adapter_init="icefall", vocab_size=40))
+    freeze_all_but_adapters(model)
+    set_adapter_train_mode(model)
+    assert not any(m.training for n, m in model.named_modules() if "adapter" not in n)
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_corpus["bpe_model"]))
+    cuts = load_manifest(tiny_corpus["target_train"])
+    feats = [torch.from_numpy(c.load_features()) for c in cuts]
+    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True, padding_value=-23.0)
+    x_lens = torch.tensor([f.shape[0] for f in feats])
+    y = sp.encode([c.supervisions[0].text for c in cuts], out_type=int)
+    simple, pruned = model(x, x_lens, y, prune_range=5, am_scale=0.0, lm_scale=0.25)
+    (0.5 * simple + pruned).backward()
+    grads = [p.grad for n, p in model.named_parameters() if is_adapter_key(n)]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None for n, p in model.named_parameters() if not is_adapter_key(n))

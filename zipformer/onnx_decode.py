@@ -9,9 +9,11 @@ Usage:
       --tokens data/lang_bpe_500/tokens.txt \\
       --test-cuts test-clean=data/fbank/librispeech_cuts_test-clean.jsonl.gz --max-duration 600
   # GigaSpeech scoring: --gigaspeech-scoring 1
+  # the deployment runtime instead of onnxruntime (its own features, from the audio): --runtime sherpa-onnx
 
-Writes {exp_dir}/greedy_search/{recogs,errs,wer-summary}-{test_set}-greedy_search-onnx-{name}.txt,
-where {name} is the encoder file name without "encoder-" and ".onnx" (e.g. epoch-30-avg-9.int8),
+Writes {exp_dir}/greedy_search/{recogs,errs,wer-summary}-{test_set}-greedy_search-{runtime}-{name}.txt,
+where {runtime} is onnx or sherpa-onnx and {name} the encoder file name without "encoder-" and
+".onnx" (e.g. epoch-30-avg-9.int8),
 beside decode.py's files for the PyTorch model, and logs the real-time factor. --exp-dir defaults
 to the encoder's directory.
 """
@@ -47,7 +49,14 @@ def get_parser() -> argparse.ArgumentParser:
         default=None,
         help="Results go to {exp_dir}/greedy_search (default: the encoder's directory).",
     )
-    parser.add_argument("--num-threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--num-threads", type=int, default=2, help="onnxruntime / sherpa-onnx threads")
+    parser.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "sherpa-onnx"),
+        default="onnxruntime",
+        help="onnxruntime: this recipe's greedy search on precomputed features; sherpa-onnx: the "
+        "deployment runtime, computing its own features from the audio.",
+    )
     parser.add_argument(
         "--gigaspeech-scoring",
         type=str2bool,
@@ -58,9 +67,10 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def result_suffix(encoder_filename: Path) -> str:
+def result_suffix(encoder_filename: Path, runtime: str = "onnxruntime") -> str:
     """onnx-epoch-30-avg-9 for encoder-epoch-30-avg-9.onnx (onnx-...int8 for the int8 file)."""
-    return "onnx-" + encoder_filename.name.removesuffix(".onnx").removeprefix("encoder-")
+    prefix = "onnx-" if runtime == "onnxruntime" else "sherpa-onnx-"
+    return prefix + encoder_filename.name.removesuffix(".onnx").removeprefix("encoder-")
 
 
 def decode_dataset(dl, model: OnnxTransducer, tokens: Dict[int, str], test_set_name: str) -> List[Result]:
@@ -84,13 +94,51 @@ def decode_dataset(dl, model: OnnxTransducer, tokens: Dict[int, str], test_set_n
     return results
 
 
+def decode_cuts_with_sherpa(cuts, params: AttributeDict, test_set_name: str, batch_size: int = 16) -> List[Result]:
+    """Decode the cuts' audio with sherpa-onnx's offline recognizer (greedy search)."""
+    import sherpa_onnx
+
+    recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(params.encoder_model_filename),
+        decoder=str(params.decoder_model_filename),
+        joiner=str(params.joiner_model_filename),
+        tokens=str(params.tokens),
+        num_threads=params.num_threads,
+        decoding_method="greedy_search",
+    )
+    results: List[Result] = []
+    audio_seconds = 0.0
+    start = time.time()
+    batch = []
+    for cut in list(cuts) + [None]:
+        if cut is not None:
+            batch.append(cut)
+        if batch and (cut is None or len(batch) == batch_size):
+            streams = []
+            for c in batch:
+                stream = recognizer.create_stream()
+                stream.accept_waveform(c.sampling_rate, c.load_audio()[0])
+                streams.append(stream)
+                audio_seconds += c.duration
+            recognizer.decode_streams(streams)
+            for c, stream in zip(batch, streams):
+                results.append((c.id, c.supervisions[0].text.split(), stream.result.text.split()))
+            batch = []
+    elapsed = time.time() - start
+    logging.info(
+        f"[{test_set_name}] sherpa-onnx decoded {len(results)} utterances ({audio_seconds / 3600:.2f} h) in "
+        f"{elapsed:.1f} s, real-time factor {elapsed / max(audio_seconds, 1e-9):.4f}"
+    )
+    return results
+
+
 def run(args: argparse.Namespace) -> Dict[str, float]:
     """Decode every test set and write its result files; return {test_set_name: WER %}."""
     params = AttributeDict(vars(args))
     exp_dir = params.exp_dir if params.exp_dir is not None else params.encoder_model_filename.parent
     params.res_dir = Path(exp_dir) / RESULT_KEY
     params.res_dir.mkdir(parents=True, exist_ok=True)
-    suffix = result_suffix(params.encoder_model_filename)
+    suffix = result_suffix(params.encoder_model_filename, params.runtime)
     setup_logger(params.res_dir / f"log-decode-{suffix}")
     logging.info(f"Decoding with onnxruntime: {params}")
 
@@ -102,7 +150,10 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     data = AsrDataModule(params)
     wers = {}
     for name, cuts in data.load_test_cuts().items():
-        results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name)
+        if params.runtime == "sherpa-onnx":
+            results = decode_cuts_with_sherpa(cuts, params, name)
+        else:
+            results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name)
         if params.gigaspeech_scoring:
             results = normalize_gigaspeech_results(results)
         wers[name] = save_results(params, name, results, RESULT_KEY, suffix)
