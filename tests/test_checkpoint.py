@@ -16,7 +16,6 @@ from zipformer.checkpoint import (
     load_checkpoint,
     remove_checkpoints,
     save_checkpoint,
-    save_checkpoint_with_global_batch_idx,
     strip_ddp_prefix,
     update_averaged_model,
 )
@@ -98,9 +97,8 @@ def test_params_may_not_shadow_state_keys(tmp_path: Path) -> None:
 
 def test_only_rank_0_writes(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "epoch-1.pt", _Tiny(), rank=1)
-    path = save_checkpoint_with_global_batch_idx(tmp_path, 4000, _Tiny(), rank=1)
+    save_checkpoint(tmp_path / "checkpoint-4000.pt", _Tiny(), rank=1)
     assert list(tmp_path.iterdir()) == []
-    assert path == tmp_path / "checkpoint-4000.pt"
 
 
 def test_failed_save_keeps_the_previous_file_and_no_temp(tmp_path: Path, monkeypatch) -> None:
@@ -127,7 +125,7 @@ def test_copy_checkpoint(tmp_path: Path) -> None:
 
 def test_find_and_remove_checkpoints(tmp_path: Path) -> None:
     for n in (100, 200, 900, 1000, 1100):
-        save_checkpoint_with_global_batch_idx(tmp_path, n, _Tiny())
+        save_checkpoint(tmp_path / f"checkpoint-{n}.pt", _Tiny())
     for name in ("epoch-1.pt", "checkpoint-abc.pt", ".checkpoint-1200.pt.0123.tmp"):
         (tmp_path / name).write_bytes(b"")
     names = lambda files: [Path(f).name for f in files]  # noqa: E731
@@ -335,8 +333,8 @@ def exp_dir(tmp_path: Path) -> Path:
     for n in (50, 150, 250):
         model = _with_values([[n / 50] * 2] * 2, [0.0, 0.0], [0, 0])
         model_avg = _with_values([[n / 5] * 2] * 2, [0.0, 0.0], [0, 0]).to(torch.float64)
-        save_checkpoint_with_global_batch_idx(
-            tmp_path, n, model, model_avg=model_avg,
+        save_checkpoint(
+            tmp_path / f"checkpoint-{n}.pt", model, model_avg=model_avg,
             params={"batch_idx_train": n, "average_period": 10},
         )
     return tmp_path
@@ -398,7 +396,7 @@ def test_file_name_prefix_selects_a_separate_family(tmp_path: Path) -> None:
     _write(tmp_path / "epoch-2.pt", _Tiny())
     for n in (10, 20):
         save_checkpoint(tmp_path / f"adapter-checkpoint-{n}.pt", _Tiny())
-    save_checkpoint_with_global_batch_idx(tmp_path, 30, _Tiny())
+    save_checkpoint(tmp_path / "checkpoint-30.pt", _Tiny())
 
     names = [Path(f).name for f in find_checkpoints(tmp_path, prefix="adapter-")]
     assert names == ["adapter-checkpoint-20.pt", "adapter-checkpoint-10.pt"]

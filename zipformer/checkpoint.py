@@ -4,6 +4,7 @@ File layout (compatible with icefall): `epoch-{N}.pt`, `checkpoint-{batch_idx_tr
 "model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg" (float32) and every entry
 of `params` flattened in at top level (batch_idx_train, average_period, ...).
 """
+import hashlib
 import logging
 import os
 import re
@@ -87,37 +88,32 @@ def save_checkpoint(
     _write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
 
 
+def read_model_state_dict(filename: PathLike, flag: str = "checkpoint") -> StateDict:
+    """The "model" entry of a checkpoint file (e.g. icefall's pretrained.pt), without a DDP prefix.
+
+    `flag` names where the path came from (e.g. "--finetune-ckpt") in the error messages.
+    """
+    path = Path(filename)
+    if not path.is_file():
+        raise UserError(f"{flag} {path} not found: pass the path of a checkpoint such as pretrained.pt or epoch-N.pt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise UserError(f"{flag} {path} has no 'model' entry: expected a checkpoint saved as {{'model': state_dict}}")
+    return strip_ddp_prefix(checkpoint["model"])
+
+
+def tensors_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of named tensors (values as float32): tells which weights a file belongs to."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def copy_checkpoint(src: PathLike, dst: PathLike) -> None:
     """Copy a checkpoint (e.g. epoch-N.pt -> best-valid-loss.pt), never leaving a partial dst."""
     _write_atomically(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
-
-
-def save_checkpoint_with_global_batch_idx(
-    out_dir: PathLike,
-    global_batch_idx: int,
-    model: nn.Module,
-    model_avg: Optional[nn.Module] = None,
-    params: Optional[Mapping[str, Any]] = None,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    scheduler: Optional[Any] = None,
-    scaler: Optional[torch.amp.GradScaler] = None,
-    sampler: Optional[Any] = None,
-    rank: int = 0,
-) -> Path:
-    """Save `{out_dir}/checkpoint-{global_batch_idx}.pt` (see save_checkpoint); returns its path."""
-    filename = Path(out_dir) / f"checkpoint-{global_batch_idx}.pt"
-    save_checkpoint(
-        filename,
-        model,
-        model_avg=model_avg,
-        params=params,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
-        sampler=sampler,
-        rank=rank,
-    )
-    return filename
 
 
 def _numbered_files(directory: Path, stem: str) -> list[tuple[int, Path]]:

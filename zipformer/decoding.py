@@ -6,7 +6,6 @@ loaded into it), so the adapter recipe's decode.py stays a few lines.
 import argparse
 import logging
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -57,10 +56,10 @@ class DecodingRecipe:
         return ""
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Decoding options")
-    group.add_argument("--epoch", type=int, default=30, help="Decode with epoch-{epoch}.pt (and earlier ones for --avg).")
-    group.add_argument("--iter", type=int, default=0, help="If > 0, decode with checkpoint-{iter}.pt instead of --epoch.")
+def add_checkpoint_arguments(group, default_exp_dir: str, verb: str, exp_dir_help: str) -> None:
+    """--epoch/--iter/--avg/--use-averaged-model/--exp-dir: which weights a script uses."""
+    group.add_argument("--epoch", type=int, default=30, help=f"{verb} epoch-{{epoch}}.pt (and earlier ones for --avg).")
+    group.add_argument("--iter", type=int, default=0, help=f"If > 0, {verb.lower()} checkpoint-{{iter}}.pt instead of --epoch.")
     group.add_argument("--avg", type=int, default=15, help="Number of checkpoints to average.")
     group.add_argument(
         "--use-averaged-model",
@@ -68,7 +67,18 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="Average with the running model_avg of the checkpoints (see README) rather than a plain mean.",
     )
-    group.add_argument("--exp-dir", type=Path, default=Path("zipformer/exp"))
+    group.add_argument("--exp-dir", type=Path, default=Path(default_exp_dir), help=exp_dir_help)
+
+
+def checkpoint_suffix(params: AttributeDict) -> str:
+    """epoch-{e}-avg-{a} or iter-{i}-avg-{a}, as icefall names result and exported files."""
+    which = f"iter-{params.iter}" if params.iter > 0 else f"epoch-{params.epoch}"
+    return f"{which}-avg-{params.avg}"
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Decoding options")
+    add_checkpoint_arguments(group, "zipformer/exp", "Decode", "Checkpoints are read and results written here.")
     group.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
     group.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"))
     group.add_argument(
@@ -122,8 +132,7 @@ def result_key(params: AttributeDict) -> str:
 
 def result_suffix(params: AttributeDict, recipe: DecodingRecipe) -> str:
     """icefall's hyphen style, e.g. epoch-20-avg-10-context-2-max-sym-per-frame-1-use-averaged-model."""
-    which = f"iter-{params.iter}" if params.iter > 0 else f"epoch-{params.epoch}"
-    suffix = f"{which}-avg-{params.avg}"
+    suffix = checkpoint_suffix(params)
     if params.decoding_method == "greedy_search":
         suffix += f"-context-{params.context_size}-max-sym-per-frame-{params.max_sym_per_frame}"
     else:

@@ -17,7 +17,6 @@ padded batch, and compared with PyTorch: a graph that froze a length fails the e
 model and loads the weights, as for decoding.
 """
 import argparse
-import hashlib
 import logging
 import os
 import warnings
@@ -29,10 +28,10 @@ import onnx
 import torch
 from torch import nn
 
-from zipformer.decoding import DecodingRecipe
+from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
-from zipformer.utils import AttributeDict, UserError, setup_logger, str2bool
+from zipformer.utils import AttributeDict, UserError, setup_logger
 
 OPSET_VERSION = 13
 # Length of the dummy input the encoder is traced with; the check runs other lengths.
@@ -300,26 +299,9 @@ def int8_differences(files: Dict[str, Path], int8_files: Dict[str, Path], featur
 # ---------------------------------------------------------------------------------------------
 
 
-def checkpoint_suffix(params: AttributeDict) -> str:
-    """epoch-{e}-avg-{a} or iter-{i}-avg-{a}, as icefall names exported files."""
-    which = f"iter-{params.iter}" if params.iter > 0 else f"epoch-{params.epoch}"
-    return f"{which}-avg-{params.avg}"
-
-
 def add_export_arguments(parser: argparse.ArgumentParser, default_exp_dir: str) -> None:
     group = parser.add_argument_group("Export options")
-    group.add_argument("--epoch", type=int, default=30, help="Export epoch-{epoch}.pt (and earlier ones for --avg).")
-    group.add_argument("--iter", type=int, default=0, help="If > 0, export checkpoint-{iter}.pt instead of --epoch.")
-    group.add_argument("--avg", type=int, default=15, help="Number of checkpoints to average.")
-    group.add_argument(
-        "--use-averaged-model",
-        type=str2bool,
-        default=True,
-        help="Average with the running model_avg of the checkpoints rather than a plain mean.",
-    )
-    group.add_argument(
-        "--exp-dir", type=Path, default=Path(default_exp_dir), help="Checkpoints are read and ONNX files written here."
-    )
+    add_checkpoint_arguments(group, default_exp_dir, "Export", "Checkpoints are read and ONNX files written here.")
     group.add_argument(
         "--tokens",
         type=str,
@@ -335,15 +317,6 @@ def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -
     add_model_arguments(parser)
     recipe.add_arguments(parser)
     return parser
-
-
-def weights_fingerprint(tensors: StateDict) -> str:
-    """A short hash of named tensors (the same hash as zipformer_adapter's base_fingerprint)."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(tensors[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def check_vocab_size(state_dict: StateDict, params: AttributeDict) -> None:

@@ -7,7 +7,6 @@ adapter recipe reuses all of this instead of copying it.
 import argparse
 import copy
 import logging
-import math
 import os
 import random
 import resource
@@ -27,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from zipformer.asr_datamodule import AsrDataModule
 from zipformer.checkpoint import (
     copy_checkpoint,
+    read_model_state_dict,
     load_checkpoint,
     remove_checkpoints,
     save_checkpoint,
@@ -182,12 +182,7 @@ def load_pretrained_weights(model: nn.Module, filename: str, init_modules: Optio
     prefix must match exactly between the checkpoint and the model.
     """
     path = Path(filename)
-    if not path.is_file():
-        raise UserError(f"--finetune-ckpt {path} does not exist: pass the path of a pretrained checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise UserError(f"{path} has no 'model' entry: expected a checkpoint saved as {{'model': state_dict}}")
-    src = {k.removeprefix("module."): v for k, v in checkpoint["model"].items()}
+    src = read_model_state_dict(path, flag="--finetune-ckpt")
     dst = model.state_dict()
     if init_modules:
         prefixes = [p.strip() + "." for p in init_modules.split(",") if p.strip()]

@@ -4,7 +4,6 @@
 insertion points the base layer exposes (the reference's positions and parameter names, so
 checkpoints interoperate with icefall's adapter recipe). The base model's code is not copied.
 """
-import hashlib
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
+from zipformer.checkpoint import tensors_fingerprint
 from zipformer.scaling import SwooshL
 from zipformer.utils import UserError
 from zipformer.zipformer import Zipformer2EncoderLayer
@@ -115,12 +115,11 @@ def base_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tens
 
 def base_fingerprint(state_dict: Dict[str, torch.Tensor]) -> str:
     """A short hash of the base (non-adapter) weights: tells which base model adapters belong to."""
-    digest = hashlib.sha256()
-    for key in sorted(base_state_dict(state_dict)):
-        tensor = state_dict[key].detach().to("cpu", torch.float32).contiguous()
-        digest.update(key.encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return tensors_fingerprint(base_state_dict(state_dict))
+
+
+def adapter_fingerprint(state_dict: Dict[str, torch.Tensor]) -> str:
+    return tensors_fingerprint(adapter_state_dict(state_dict))
 
 
 def adapter_dim_of(state_dict: Dict[str, torch.Tensor]) -> Optional[int]:

@@ -22,9 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from typing import Dict, List, Optional  # noqa: E402
 
 from zipformer import onnx_export  # noqa: E402
-from zipformer.onnx_export import StateDict, checkpoint_suffix, weights_fingerprint  # noqa: E402
+from zipformer.decoding import checkpoint_suffix  # noqa: E402
+from zipformer.onnx_export import StateDict  # noqa: E402
 from zipformer.utils import AttributeDict  # noqa: E402
-from zipformer_adapter.adapter import ADAPTER_POSITIONS, adapter_state_dict, base_fingerprint  # noqa: E402
+from zipformer_adapter.adapter import (  # noqa: E402
+    ADAPTER_POSITIONS,
+    adapter_fingerprint,
+    adapter_state_dict,
+    base_fingerprint,
+)
 from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe  # noqa: E402
 
 
@@ -37,7 +43,7 @@ def adapter_metadata(params: AttributeDict, state_dict: StateDict) -> Dict[str, 
             adapter_dim=str(params.adapter_dim),
             adapter_positions=",".join(ADAPTER_POSITIONS),
             num_adapters=str(sum(k.endswith("in_proj.weight") for k in adapters)),
-            adapter_fingerprint=weights_fingerprint(adapters),
+            adapter_fingerprint=adapter_fingerprint(state_dict),
         )
     return metadata
 

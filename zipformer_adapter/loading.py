@@ -11,6 +11,7 @@ from typing import Dict
 import torch
 from torch import nn
 
+from zipformer.checkpoint import read_model_state_dict
 from zipformer.utils import UserError
 from zipformer_adapter.adapter import (
     adapter_state_dict,
@@ -20,17 +21,6 @@ from zipformer_adapter.adapter import (
     is_adapter_key,
     load_adapter_checkpoint,
 )
-
-
-def read_model_state_dict(filename: str) -> Dict[str, torch.Tensor]:
-    """The "model" entry of a checkpoint file, without a DDP `module.` prefix."""
-    path = Path(filename)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found: check the path (a pretrained.pt or epoch-N.pt)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise UserError(f"{path} has no 'model' entry: expected a checkpoint saved as {{'model': state_dict}}")
-    return {k.removeprefix("module."): v for k, v in checkpoint["model"].items()}
 
 
 def _describe(keys) -> str:
@@ -72,7 +62,7 @@ def load_state_dict_with_adapters(
 
 def load_base_then_adapters(model: nn.Module, finetune_ckpt: str, adapter_dim: int) -> None:
     """Start an adapter fine-tune from a pretrained checkpoint (which may already hold adapters)."""
-    state_dict = read_model_state_dict(finetune_ckpt)
+    state_dict = read_model_state_dict(finetune_ckpt, flag="--finetune-ckpt")
     if adapter_state_dict(state_dict):
         check_adapter_dim(state_dict, adapter_dim, finetune_ckpt)
     load_state_dict_with_adapters(model, state_dict, finetune_ckpt, adapters_required=False)
@@ -87,7 +77,7 @@ def combine_base_and_adapters(
     base_ckpt: str, adapters: Dict[str, torch.Tensor], expected_fingerprint: str, adapter_source: str
 ) -> Dict[str, torch.Tensor]:
     """A full state_dict from a base checkpoint and adapter tensors trained on that base."""
-    base = base_state_dict(read_model_state_dict(base_ckpt))
+    base = base_state_dict(read_model_state_dict(base_ckpt, flag="--base-ckpt"))
     fingerprint = base_fingerprint(base)
     if expected_fingerprint and fingerprint != expected_fingerprint:
         raise UserError(
