@@ -1,0 +1,66 @@
+"""The main job end to end: ./run.sh --quick, in a scratch copy of the repository."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_DIR
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    """Run ./run.sh --quick in a copy (its own data/ and exp/), sharing this checkout's .venv."""
+    root = tmp_path_factory.mktemp("run_sh") / "repo"
+    shutil.copytree(
+        REPO_DIR,
+        root,
+        ignore=shutil.ignore_patterns(".venv", "data", "exp", ".git", "__pycache__", "*.onnx"),
+        symlinks=True,
+    )
+    (root / ".venv").symlink_to(REPO_DIR / ".venv")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        ["./run.sh", "--quick", "--num-threads", "1"], cwd=root, env=env, capture_output=True, text=True, timeout=1800
+    )
+    (root / "run.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"run.sh --quick failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return root
+
+
+def test_every_stage_wrote_its_files(quick_run: Path):
+    exp = quick_run / "exp"
+    expected = [
+        "data/fbank/target_cuts_train.jsonl.gz",
+        "data/lang_bpe_500/bpe.model",
+        "exp/base/pretrained.pt",
+        "exp/adapter_dim8/epoch-1.pt",
+        "exp/adapter_dim8/adapter-epoch-1.pt",
+        "exp/adapter_dim8/encoder-epoch-1-avg-1.onnx",
+        "exp/adapter_dim8/encoder-epoch-1-avg-1.int8.onnx",
+        "exp/summary.md",
+        "exp/commands.sh",
+    ]
+    for name in expected:
+        assert (quick_run / name).is_file(), name
+    assert list((exp / "base" / "greedy_search").glob("wer-summary-target-*"))
+    assert list((exp / "adapter_dim8" / "greedy_search").glob("forgetting-report-*.txt"))
+    assert list((exp / "adapter_dim8" / "greedy_search").glob("wer-summary-target-greedy_search-sherpa-onnx-*.int8.txt"))
+
+
+def test_adapters_off_give_the_base_model_exactly(quick_run: Path):
+    summary = (quick_run / "exp" / "summary.md").read_text()
+    assert "Adapters off reproduce the base model's source-test hypotheses exactly: **yes**" in summary
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in summary.splitlines() if line.startswith("| ")}
+    base_source = rows["base model (before)"][1].strip()
+    off_source = rows["same checkpoint, `--use-adapters 0`"][1].strip()
+    assert base_source == off_source and base_source != "—"
+
+
+def test_summary_has_the_commands_that_produced_it(quick_run: Path):
+    summary = (quick_run / "exp" / "summary.md").read_text()
+    assert "./zipformer_adapter/train.py" in summary and "--use-adapters 1" in summary
+    assert "./zipformer_adapter/export-onnx.py" in summary
