@@ -144,3 +144,91 @@ def test_training_on_a_missing_cut_file_is_one_clear_line(tiny_corpus, tmp_path:
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "nope.jsonl.gz" in last and "prepare.sh" in last
+
+
+def test_pretrained_py_transcribes_audio_files_like_decode_py(tiny_corpus, tiny_base_exp: Path):
+    decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0")
+    recogs = next((tiny_base_exp / "greedy_search").glob("recogs-source-greedy_search-epoch-2-avg-1-*[0-9].txt"))
+    expected = {}
+    for line in recogs.read_text().splitlines():
+        cut_id, rest = line.split(":\t", 1)
+        if rest.startswith("hyp="):
+            expected[cut_id.rsplit("-", 1)[0]] = " ".join(eval(rest[4:]))
+    audio = sorted((Path(tiny_corpus["source_test"]).parent / "audio").glob("*.flac"))
+    proc = run_script(
+        "zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt",
+        "--bpe-model", tiny_corpus["bpe_model"], *TINY_MODEL_FLAGS, *audio,
+    )
+    lines = proc.stdout.strip().split("\n")
+    got = {Path(lines[i].rstrip(":")).stem: lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].endswith(":") else ""
+           for i in range(len(lines)) if lines[i].endswith(":")}
+    assert set(got) == set(expected) and got == expected
+
+
+def test_pretrained_py_refuses_a_missing_audio_file(tiny_corpus, tiny_base_exp: Path):
+    proc = run_script("zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt",
+                      "--bpe-model", tiny_corpus["bpe_model"], *TINY_MODEL_FLAGS, "nope.wav", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == "error: audio file nope.wav not found"
+
+
+def nan_feature_cuts(corpus: dict, tmp_path: Path) -> Path:
+    """The tiny source set with every feature matrix replaced by NaN."""
+    import dataclasses
+
+    import numpy as np
+    from lhotse import CutSet, NumpyFilesWriter, load_manifest
+
+    cuts = []
+    with NumpyFilesWriter(tmp_path / "nan_feats") as writer:
+        for cut in load_manifest(corpus["source_train"]):
+            key = writer.write(cut.id, np.full_like(cut.load_features(), np.nan))
+            features = dataclasses.replace(
+                cut.features, storage_type=writer.name, storage_path=str(writer.storage_path), storage_key=key
+            )
+            cuts.append(dataclasses.replace(cut, features=features))
+    path = tmp_path / "nan_cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    return path
+
+
+def test_non_finite_losses_are_skipped_then_training_stops_with_the_batch_saved(tiny_corpus, tmp_path: Path):
+    proc = train(tiny_corpus, tmp_path / "exp", "--num-epochs", "1", "--max-bad-batches", "2",
+                 "--train-cuts", nan_feature_cuts(tiny_corpus, tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "Non-finite loss at batch 1, skipping it" in proc.stderr
+    assert "2 batches in a row had a non-finite loss" in proc.stderr
+    assert len(list((tmp_path / "exp").glob("batch-*.pt"))) == 1
+
+
+def test_torchrun_runs_the_same_script(tiny_corpus, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_DIR
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        str(REPO_DIR / "zipformer/train.py"), "--num-epochs", "1", "--exp-dir", str(tmp_path),
+        "--tensorboard", "0", "--log-interval", "1", *TINY_MODEL_FLAGS, *map(str, data_flags(tiny_corpus)),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "epoch-1.pt").is_file()
+    logs = sorted((tmp_path / "log").glob("log-train-*"))
+    assert len(logs) == 2 and "Using DDP" in logs[0].read_text()
+
+
+def test_full_finetuning_from_a_pretrained_file(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    pretrained = tmp_path / "pretrained.pt"
+    base = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)["model"]
+    torch.save({"model": {f"module.{k}": v for k, v in base.items()}}, pretrained)  # as DDP saved it
+    train(tiny_corpus, tmp_path / "exp", "--num-epochs", "1", "--finetune-ckpt", pretrained, "--base-lr", "0.0045",
+          "--train-cuts", tiny_corpus["source_train"])
+    log = train_log(tmp_path / "exp")
+    assert f"Initialised the model from {pretrained}" in log
+    assert "trainable parameters (100.000% of the whole model)" in log
+    tuned = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=False)["model"]
+    assert tuned.keys() == base.keys()
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Transcribe a few audio files with a checkpoint, using the same 80-dim Fbank as training.
+
+Usage:
+  ./zipformer/pretrained.py --checkpoint exp/base/pretrained.pt --bpe-model data/lang_bpe_500/bpe.model \\
+      [model-shape flags as in training] foo.wav bar.flac
+  # --method modified_beam_search --beam-size 4, or beam_search
+  # an adapter checkpoint: ./zipformer_adapter/pretrained.py ... --use-adapters 1 --adapter-dim 8
+
+The checkpoint is any file holding {"model": state_dict} (pretrained.pt, epoch-N.pt). Audio that
+is not 16 kHz is resampled; multi-channel audio is refused.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+from typing import List  # noqa: E402
+
+import torch  # noqa: E402
+from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
+
+from zipformer.checkpoint import read_model_state_dict  # noqa: E402
+from zipformer.decoding import DecodingRecipe, check_vocabulary, decode_batch  # noqa: E402
+from zipformer.model_args import add_model_arguments  # noqa: E402
+from zipformer.training import load_bpe_model  # noqa: E402
+from zipformer.utils import AttributeDict, UserError  # noqa: E402
+
+SAMPLE_RATE = 16000
+# log(1e-10): the value padded frames get in the training batches (lhotse's default).
+FEATURE_PADDING = math.log(1e-10)
+
+
+def get_parser(recipe: DecodingRecipe) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", type=str, required=True, help="A file with {'model': state_dict}.")
+    parser.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
+    parser.add_argument(
+        "--method",
+        type=str,
+        default="greedy_search",
+        choices=("greedy_search", "modified_beam_search", "beam_search"),
+    )
+    parser.add_argument("--beam-size", type=int, default=4)
+    parser.add_argument("--context-size", type=int, default=2)
+    parser.add_argument("--max-sym-per-frame", type=int, default=1)
+    parser.add_argument("sound_files", type=str, nargs="+", help="Audio files (wav, flac, ...).")
+    add_model_arguments(parser)
+    recipe.add_arguments(parser)
+    return parser
+
+
+def read_features(filenames: List[str]) -> List[torch.Tensor]:
+    extractor = Fbank(FbankConfig(num_mel_bins=80))
+    features = []
+    for name in filenames:
+        if not Path(name).is_file():
+            raise UserError(f"audio file {name} not found")
+        try:
+            recording = Recording.from_file(name)
+        except Exception as e:  # lhotse raises several types for unreadable audio
+            raise UserError(f"cannot read audio file {name} ({e}): pass a wav/flac file") from None
+        if recording.num_channels != 1:
+            raise UserError(f"{name} has {recording.num_channels} channels: pass mono audio")
+        if recording.sampling_rate != SAMPLE_RATE:
+            recording = recording.resample(SAMPLE_RATE)
+        samples = recording.load_audio()
+        if samples.shape[-1] < 0.1 * SAMPLE_RATE:
+            raise UserError(f"{name} is shorter than 0.1 s: nothing to transcribe")
+        features.append(torch.from_numpy(extractor.extract(samples, SAMPLE_RATE)))
+    return features
+
+
+def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
+    sp = load_bpe_model(params.bpe_model)
+    params.blank_id = sp.piece_to_id("<blk>")
+    params.vocab_size = sp.get_piece_size()
+    state_dict = read_model_state_dict(params.checkpoint, flag="--checkpoint")
+    check_vocabulary(state_dict, params)
+    model = recipe.get_model(params)
+    recipe.load_weights(model, state_dict, params)
+    model.eval()
+
+    features = read_features(params.sound_files)
+    batch = {
+        "inputs": torch.nn.utils.rnn.pad_sequence(features, batch_first=True, padding_value=FEATURE_PADDING),
+        "supervisions": {"num_frames": torch.tensor([f.shape[0] for f in features])},
+    }
+    params.decoding_method = params.method
+    with torch.no_grad():
+        hyps = decode_batch(params, model, sp, batch)
+    return [" ".join(words) for words in hyps]
+
+
+def main(recipe: DecodingRecipe) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
+    params = AttributeDict(vars(get_parser(recipe).parse_args()))
+    params.update(feature_dim=80, subsampling_factor=4)
+    try:
+        texts = transcribe(params, recipe)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    for name, text in zip(params.sound_files, texts):
+        print(f"{name}:\n{text}\n")
+
+
+if __name__ == "__main__":
+    main(DecodingRecipe())
