@@ -5,10 +5,12 @@ For each configuration: encoder forward+backward (encoder_embed + encoder, gradi
 random projection of the output). For the small configuration also the full training step:
 forward with the simple and pruned RNN-T losses, then backward of 0.5·simple + pruned (no
 optimizer step). The model is in training mode with its schedules at batch 20000 (their final
-values). Random 80-dim features at 100 frames per second; the median of --runs timed runs after
---warmup untimed ones, as wall-clock and process CPU seconds per run (CPU time sums all threads)
-and wall-clock seconds per second of audio. Prints the thread count, the load average (on a
-shared machine other processes slow the wall-clock figures) and the process's peak RSS so far.
+values); the random number generators are reseeded before every run, so each run (and each
+version of the code) draws the same regularisers (balancers, whitening, dropout). Random 80-dim
+features at 100 frames per second; the median of --runs timed runs after --warmup untimed ones,
+as wall-clock and process CPU seconds per run (CPU time sums all threads) and wall-clock seconds
+per second of audio. Prints the thread count, the load average (on a shared machine other
+processes slow the wall-clock figures) and the process's peak RSS so far.
 
 Usage:
   ./local/benchmark_model.py                        # 4 x 10 s, normal and small configuration
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -81,12 +84,23 @@ def build_model(flags: List[str], vocab_size: int) -> nn.Module:
     return model
 
 
-def median_seconds(step: Callable[[], None], warmup: int, runs: int) -> Tuple[float, float]:
-    """Median (wall-clock, process CPU) seconds of `step` over `runs`, after `warmup` calls."""
+def reseed(seed: int) -> None:
+    """Seed Python's generator (the regularisers' coin flips) and torch's (their masks)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def median_seconds(
+    step: Callable[[], None], warmup: int, runs: int, seed: int
+) -> Tuple[float, float]:
+    """Median (wall-clock, process CPU) seconds of `step` over `runs`, after `warmup` calls; the
+    generators are reseeded with `seed` before every call."""
     for _ in range(warmup):
+        reseed(seed)
         step()
     wall, cpu = [], []
     for _ in range(runs):
+        reseed(seed)
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         step()
         wall.append(time.perf_counter() - start_wall)
@@ -183,7 +197,7 @@ def main() -> None:
             if name in TRAINING_STEP_CONFIGS:
                 steps.append(("training step (fwd+losses+bwd)", training_step(model, x, x_lens, y)))
             for label, step in steps:
-                wall, cpu = median_seconds(step, args.warmup, args.runs)
+                wall, cpu = median_seconds(step, args.warmup, args.runs, args.seed)
                 print(
                     f"{name:<8} {count_parameters(model):>12,} {label:<32} {wall:>7.2f} {cpu:>7.2f} "
                     f"{wall / audio_seconds:>18.4f} {peak_rss_mb():>11.0f}",

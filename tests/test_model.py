@@ -27,9 +27,11 @@ from zipformer.scaling import (
     set_batch_count,
     whitening_metric,
 )
+from zipformer.subsampling import ConvNeXt, make_pad_mask
 from zipformer.utils import AttributeDict, UserError
 from zipformer.zipformer import (
     CompactRelPositionalEncoding,
+    ConvolutionModule,
     RelPositionMultiheadAttentionWeights,
     SimpleDownsample,
     SimpleUpsample,
@@ -521,16 +523,18 @@ def test_simple_downsample_with_full_lengths_is_bit_identical_to_the_reference()
         assert torch.equal(module(x), expected)
 
 
-def test_convnext_with_full_lengths_is_bit_identical_to_the_reference(tiny_model):
+def test_convnext_with_full_lengths_matches_the_reference(tiny_model):
     convnext = tiny_model.encoder_embed.convnext
     torch.manual_seed(12)
     x = torch.randn(1, 128, 11, 19)
     with torch.no_grad():
-        # icefall's formula in eval mode (the balancers and whitening are the identity).
+        # icefall's formula in eval mode (the balancers and whitening are the identity); the
+        # module computes the 1×1 convs as matmuls, equal up to float32 rounding.
         hidden = SwooshL()(convnext.pointwise_conv1(convnext.depthwise_conv(x)))
         expected = x + convnext.pointwise_conv2(hidden)
-        assert torch.equal(convnext(x, torch.tensor([11])), expected)
-        assert torch.equal(convnext(x), expected)
+        unmasked = convnext(x)
+        assert torch.equal(convnext(x, torch.tensor([11])), unmasked)
+    torch.testing.assert_close(unmasked, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_convnext_ignores_frames_past_each_sequence_end(tiny_model):
@@ -643,6 +647,177 @@ def test_activation_dropout_and_linear_registers_weight_and_bias_directly():
     assert list(layer.state_dict()) == ["weight", "bias"]
     x = torch.randn(3, 6)
     torch.testing.assert_close(layer(x), nn.functional.linear(SwooshR()(x), layer.weight, layer.bias))
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU-speed formulations against straightforward references
+# ---------------------------------------------------------------------------------------------
+
+# torch.jit.trace is how the ONNX export sees the model; its deprecation notice is noise here.
+ignore_trace_deprecation = pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+
+
+@ignore_trace_deprecation
+@pytest.mark.parametrize(
+    "activation, shift, offset", [(SwooshL, 4.0, 0.035), (SwooshR, 1.0, 0.313261687)]
+)
+def test_swoosh_is_the_plain_formula_in_every_path_with_a_deterministic_gradient(
+    activation, shift, offset
+):
+    def formula(x: torch.Tensor) -> torch.Tensor:
+        z = x - shift
+        return z.clamp(min=0.0) + torch.log1p(torch.exp(-z.abs())) - 0.08 * x - offset
+
+    torch.manual_seed(20)
+    x = torch.randn(6, 50) * 4
+    x[0, :4] = torch.tensor([-200.0, 0.0, shift, 200.0])
+    module = activation()
+    expected = formula(x)
+    with torch.no_grad():
+        assert torch.equal(module(x), expected)  # inference, in place
+    assert torch.equal(torch.jit.trace(module, x)(x), expected)  # export
+    leaf = x.clone().requires_grad_(True)
+    y = module(leaf)  # training: the autograd function
+    assert torch.equal(y.detach(), expected)
+
+    grad_out = torch.randn_like(x)
+    y.backward(grad_out, retain_graph=True)
+    grad = leaf.grad.clone()
+    exact = grad_out.double() * (torch.sigmoid(x.double() - shift) - 0.08)
+    # The sigmoid is kept in float16: within 2^-12 of the exact one (float32 rounding on top).
+    assert ((grad.double() - exact).abs() <= grad_out.abs().double() * (2**-12 + 1e-6)).all()
+    leaf.grad = None
+    y.backward(grad_out)
+    assert torch.equal(leaf.grad, grad)  # no random rounding
+
+
+def reference_balancer_grad(
+    x: torch.Tensor, grad: torch.Tensor, channel_dim: int, bounds: Tuple[float, ...], scale: float
+) -> torch.Tensor:
+    """The Balancer's gradient written out directly (one tensor per intermediate)."""
+    min_positive, max_positive, min_abs, max_abs = bounds
+    other_dims = [d for d in range(x.ndim) if d != channel_dim % x.ndim]
+    positive_fraction = (x > 0).float().mean(dim=other_dims, keepdim=True)
+    mean_abs = x.abs().mean(dim=other_dims, keepdim=True)
+    shift = (positive_fraction > max_positive).float() - (positive_fraction < min_positive).float()
+    magnitude = (mean_abs > max_abs).float() - (mean_abs < min_abs).float()
+    return grad + scale * grad.abs() * (shift + magnitude * x.sign())
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+def test_balancer_gradient_equals_the_direct_formula(channel_dim):
+    torch.manual_seed(21)
+    # Channels: too small, mostly positive, mostly negative, too large, within bounds (x2).
+    scales = torch.tensor([0.1, 1.0, 1.0, 10.0, 1.0, 2.0])
+    offsets = torch.tensor([0.0, 3.0, -3.0, 0.0, 0.0, 0.0])
+    x = torch.randn(3, 40, 6) * scales + offsets
+    x[:, 30:] = 0.0  # zeroed padding frames count as neither positive nor negative
+    if channel_dim == 1:
+        x = x.transpose(1, 2).contiguous()
+    grad_out = torch.randn_like(x)
+    bounds = (0.2, 0.8, 0.5, 5.0)
+
+    def grad_through(balancer: Balancer) -> torch.Tensor:
+        # The input is a strided slice of a larger tensor, as the attention keys are.
+        leaf = torch.cat((x, torch.randn_like(x)), dim=-1).requires_grad_(True)
+        balancer(leaf[..., : x.shape[-1]]).backward(grad_out)
+        return leaf.grad[..., : x.shape[-1]]
+
+    grad = grad_through(Balancer(6, channel_dim, *bounds, grad_scale=0.04, prob=1.0))
+    assert torch.equal(grad, reference_balancer_grad(x, grad_out, channel_dim, bounds, 0.04))
+    assert not torch.equal(grad, grad_out)
+    in_bounds = Balancer(6, channel_dim, 0.0, 1.0, 0.0, 100.0, grad_scale=0.04, prob=1.0)
+    assert torch.equal(grad_through(in_bounds), grad_out)
+
+
+def reference_convnext(
+    convnext: ConvNeXt, hidden_balancer: Balancer, x: torch.Tensor, x_lens: torch.Tensor
+) -> torch.Tensor:
+    """ConvNeXt with nn.Conv2d calls on (N, C, T, F), as icefall writes it (padding zeroed)."""
+    bypass = x
+    x = x.masked_fill(make_pad_mask(x_lens, x.shape[2]).unsqueeze(1).unsqueeze(-1), 0.0)
+    x = convnext.pointwise_conv1(convnext.depthwise_conv(x))
+    x = convnext.pointwise_conv2(convnext.activation(hidden_balancer(x)))
+    return convnext.out_whiten(convnext.out_balancer(bypass + x))
+
+
+def test_convnext_matches_the_conv2d_reference_in_training_with_gradients():
+    torch.manual_seed(22)
+    convnext = ConvNeXt(16).train()
+    with torch.no_grad():
+        convnext.pointwise_conv2.weight.mul_(50.0)  # make the branch matter next to the bypass
+    # Every regulariser on with probability 1 (so the random draws decide nothing), the same
+    # ones in the reference.
+    convnext.hidden_balancer.prob = ScheduledFloat((0.0, 1.0), default=1.0)
+    convnext.out_balancer.prob = ScheduledFloat((0.0, 1.0), default=1.0)
+    convnext.out_whiten.prob = 1.0
+    hidden = convnext.hidden_balancer
+    hidden_nchw = Balancer(
+        48, 1, hidden.min_positive, hidden.max_positive, hidden.min_abs, hidden.max_abs,
+        grad_scale=hidden.grad_scale, prob=1.0,
+    )
+    x = torch.randn(2, 16, 12, 9)
+    x_lens = torch.tensor([12, 8])
+    grad_out = torch.randn_like(x)
+
+    def run(forward):
+        convnext.zero_grad()
+        leaf = x.clone().requires_grad_(True)
+        y = forward(leaf)
+        y.backward(grad_out)
+        # Gradients in their parameter's strides, as DDP's buckets expect.
+        assert all(p.grad.stride() == p.stride() for p in convnext.parameters())
+        grads = {name: p.grad.clone() for name, p in convnext.named_parameters()}
+        return y.detach(), leaf.grad, grads
+
+    y, x_grad, param_grads = run(lambda t: convnext(t, x_lens))
+    y_ref, x_grad_ref, param_grads_ref = run(
+        lambda t: reference_convnext(convnext, hidden_nchw, t, x_lens)
+    )
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x_grad, x_grad_ref, rtol=1e-5, atol=1e-6)
+    assert param_grads.keys() == param_grads_ref.keys()
+    for name in param_grads:
+        torch.testing.assert_close(param_grads[name], param_grads_ref[name], rtol=1e-5, atol=1e-6)
+
+
+@ignore_trace_deprecation
+def test_convnext_traced_for_export_matches_eager_eval():
+    torch.manual_seed(23)
+    convnext = ConvNeXt(16).eval()
+    x = torch.randn(2, 16, 12, 9)
+    x_lens = torch.tensor([12, 8])
+    traced = torch.jit.trace(convnext, (x, x_lens))
+    other = torch.randn(3, 16, 20, 9)  # the trace is not specialised to the example's shape
+    other_lens = torch.tensor([20, 5, 13])
+    with torch.no_grad():
+        for inputs, lens in ((x, x_lens), (other, other_lens)):
+            torch.testing.assert_close(
+                traced(inputs, lens), convnext(inputs, lens), rtol=1e-5, atol=1e-6
+            )
+
+
+@pytest.mark.parametrize("kernel_size", [7, 31])
+def test_conv_module_depthwise_conv_matches_conv1d_with_gradients(kernel_size):
+    torch.manual_seed(24)
+    module = ConvolutionModule(12, kernel_size)
+    time_major = torch.randn(25, 3, 12)  # (T, N, C), viewed as (N, C, T) as in forward
+    grad_out = torch.randn(3, 12, 25)
+
+    def run(conv):
+        module.zero_grad()
+        leaf = time_major.clone().requires_grad_(True)
+        y = conv(leaf.permute(1, 2, 0))
+        y.backward(grad_out)
+        weight = module.depthwise_conv.weight
+        assert weight.grad.stride() == weight.stride()  # as DDP's buckets expect
+        return y.detach(), leaf.grad, weight.grad, module.depthwise_conv.bias.grad
+
+    ours = run(module._depthwise_conv_channels_last)
+    reference = run(module.depthwise_conv)
+    assert ours[0].shape == (3, 12, 25)
+    for got, expected in zip(ours, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zipformer.scaling import (
@@ -14,6 +15,7 @@ from zipformer.scaling import (
     SwooshL,
     SwooshR,
     Whiten,
+    contiguous_grad_view,
     regularisers_active,
     scale_initial_params,
     whitening_schedule,
@@ -27,6 +29,16 @@ def make_pad_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(N,) lengths -> (N, max_len) bool mask, True at padded positions (t >= length)."""
     frames = torch.arange(max_len, device=lengths.device).unsqueeze(0)
     return frames >= lengths.unsqueeze(1)
+
+
+def conv1x1_as_linear(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Apply a 1×1 nn.Conv2d to channels-last input: (..., C_in) -> (..., C_out), one matmul.
+
+    On CPU a 1×1 convolution runs through a slow generic kernel; over channels it is just a
+    matmul with the (C_out, C_in, 1, 1) weight viewed as (C_out, C_in).
+    """
+    weight = conv.weight
+    return F.linear(x, weight.view(weight.shape[0], weight.shape[1]), conv.bias)
 
 
 class ConvNeXt(nn.Module):
@@ -57,7 +69,7 @@ class ConvNeXt(nn.Module):
         )
         self.pointwise_conv1 = nn.Conv2d(channels, hidden_channels, kernel_size=1)
         self.hidden_balancer = Balancer(
-            hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0, min_abs=0.75,
+            hidden_channels, channel_dim=-1, min_positive=0.3, max_positive=1.0, min_abs=0.75,
             max_abs=5.0,
         )
         self.activation = SwooshL()
@@ -77,11 +89,26 @@ class ConvNeXt(nn.Module):
         if x_lens is not None:
             padding = make_pad_mask(x_lens, x.shape[2])
             x = x.masked_fill(padding.unsqueeze(1).unsqueeze(-1), 0.0)
-        x = self.depthwise_conv(x)
-        x = self.pointwise_conv1(x)
-        x = self.hidden_balancer(x)
-        x = self.activation(x)
-        x = self.pointwise_conv2(x)
+        # In channels-last layout the depthwise conv runs through mkldnn (its backward several
+        # times faster), and its output viewed as (N, T, F, C) is contiguous for the 1×1 convs.
+        conv = self.depthwise_conv
+        x = F.conv2d(
+            x.contiguous(memory_format=torch.channels_last),
+            contiguous_grad_view(conv.weight, conv.weight.shape),
+            conv.bias,
+            padding=conv.padding,
+            groups=conv.groups,
+        )
+        if torch.jit.is_tracing():
+            # Export keeps the Conv2d ops, which the int8 quantizer leaves in float as before.
+            x = self.pointwise_conv2(self.activation(self.pointwise_conv1(x)))
+        else:
+            x = x.permute(0, 2, 3, 1)  # (N, T, F, C)
+            x = conv1x1_as_linear(x, self.pointwise_conv1)
+            x = self.hidden_balancer(x)
+            x = self.activation(x)
+            x = conv1x1_as_linear(x, self.pointwise_conv2)
+            x = x.permute(0, 3, 1, 2)  # (N, C, T, F)
         if regularisers_active(self):
             layerdrop_rate = float(self.layerdrop_rate)
             if layerdrop_rate > 0.0:

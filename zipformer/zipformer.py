@@ -10,6 +10,7 @@ import random
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zipformer.scaling import (
@@ -20,6 +21,7 @@ from zipformer.scaling import (
     ScaledLinear,
     ScheduledFloat,
     Whiten,
+    contiguous_grad_view,
     limit_param_value,
     penalize_abs_values_gt,
     regularisers_active,
@@ -334,11 +336,22 @@ class ConvolutionModule(nn.Module):
         x = x.permute(1, 2, 0)  # (N, C, T)
         if src_key_padding_mask is not None:
             x = x.masked_fill(src_key_padding_mask.unsqueeze(1), 0.0)
-        x = self.depthwise_conv(x)
+        x = self._depthwise_conv_channels_last(x)
         x = self.balancer2(x)
         x = x.permute(2, 0, 1)  # (T, N, C)
         x = self.whiten(x)
         return self.out_proj(x)
+
+    def _depthwise_conv_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """self.depthwise_conv on x: (N, C, T) -> (N, C, T), run as a 2-D conv on channels-last
+        (N, C, 1, T) input: on CPU that is mkldnn's depthwise kernel, forward and backward 2-4x
+        faster than Conv1d's, with the same result."""
+        conv = self.depthwise_conv
+        channels, _, kernel_size = conv.weight.shape
+        weight = contiguous_grad_view(conv.weight, (channels, 1, 1, kernel_size))
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, weight, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
+        return x.squeeze(2)
 
 
 class Zipformer2EncoderLayer(nn.Module):
