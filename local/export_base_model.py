@@ -23,7 +23,7 @@ from zipformer.utils import UserError, str2bool  # noqa: E402
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp-dir", type=Path, required=True)
-    parser.add_argument("--epoch", type=int, required=True)
+    parser.add_argument("--epoch", type=int, default=0, help="Use epoch-N.pt files (or --iter).")
     parser.add_argument("--iter", type=int, default=0)
     parser.add_argument("--avg", type=int, default=1)
     parser.add_argument("--use-averaged-model", type=str2bool, default=True)
@@ -34,6 +34,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = get_parser().parse_args()
+    if args.epoch < 1 and args.iter < 1:
+        raise SystemExit("error: pass --epoch N or --iter N: which checkpoints to export")
     try:
         state_dict, description = load_averaged_state_dict(vars(args))
     except UserError as e:
