@@ -295,6 +295,13 @@ def test_train_batches_respect_max_duration_and_have_the_icefall_layout(corpus, 
     assert seen != sorted(seen), "--shuffle 1 should shuffle"
 
 
+def test_a_small_set_with_drop_last_still_gives_batches(corpus):
+    """40 cuts (118 s) in icefall's 30 buckets would leave every bucket short of one 10 s batch."""
+    data = AsrDataModule(make_args(*BASE_FLAGS, "--drop-last", "1", "--num-buckets", "30"))
+    seen = [cut_id for batch in data.train_dataloaders(load_cuts(corpus)) for cut_id in batch_ids(batch)]
+    assert len(seen) >= 20
+
+
 def test_concatenated_cuts_pack_several_utterances_per_row(corpus):
     # Buckets hold cuts of similar duration: let a row grow to three times the longest cut.
     data = AsrDataModule(make_args(*BASE_FLAGS, "--concatenate-cuts", "1", "--duration-factor", "3"))

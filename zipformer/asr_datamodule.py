@@ -14,7 +14,6 @@ import logging
 import os
 import zlib
 from collections import Counter, OrderedDict
-from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
@@ -219,6 +218,22 @@ class _WorkerSeeder:
         os.environ[LHOTSE_PROCESS_SEED] = str(seed)
 
 
+def _usable_num_buckets(cuts: CutSet, num_buckets: int, max_duration: float, world_size: int) -> int:
+    """At most `num_buckets`, and few enough that every bucket fills a few batches on every rank.
+
+    With --drop-last, a bucket holding less than one batch yields nothing: a small set split into
+    icefall's 30 buckets gives no batch at all. Reads cuts only until the set is known to be large.
+    """
+    batches_per_bucket = 4
+    needed = num_buckets * batches_per_bucket * max_duration * world_size
+    total = 0.0
+    for cut in cuts:
+        total += cut.duration
+        if total >= needed:
+            return num_buckets
+    return min(num_buckets, int(total / (batches_per_bucket * max_duration * world_size)))
+
+
 def _make_sampler(
     cuts: CutSet,
     max_duration: float,
@@ -229,9 +244,9 @@ def _make_sampler(
     world_size: Optional[int],
     rank: Optional[int],
 ) -> CutSampler:
-    """DynamicBucketingSampler, or SimpleCutSampler when bucketing is off or the set has a single cut."""
-    # lhotse refuses more buckets than cuts, and fewer than two buckets.
-    num_buckets = sum(1 for _ in islice(cuts, num_buckets))
+    """DynamicBucketingSampler, or SimpleCutSampler when bucketing is off or the set is too small for buckets."""
+    num_buckets = _usable_num_buckets(cuts, num_buckets, max_duration, world_size or 1)
+    # lhotse refuses fewer than two buckets.
     if bucketing and num_buckets >= 2:
         return DynamicBucketingSampler(
             cuts,
