@@ -217,12 +217,14 @@ def save_results(
     return wer
 
 
-def check_vocabulary(state_dict: Dict[str, torch.Tensor], params: AttributeDict) -> None:
+def check_vocabulary(state_dict: Dict[str, torch.Tensor], params: AttributeDict, flag: str = "--bpe-model") -> None:
+    """The checkpoint's vocabulary must be params.vocab_size, which came from the file of `flag`."""
     embedding = state_dict.get("decoder.embedding.weight")
     if embedding is not None and embedding.shape[0] != params.vocab_size:
+        source = params[flag.removeprefix("--").replace("-", "_")]
         raise UserError(
-            f"the checkpoint was trained with {embedding.shape[0]} tokens but {params.bpe_model} has "
-            f"{params.vocab_size}: pass the --bpe-model the model was trained with"
+            f"the checkpoint was trained with {embedding.shape[0]} tokens but {source} has "
+            f"{params.vocab_size}: pass the {flag} the model was trained with"
         )
 
 

@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, checkpoint_suffix
+from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, check_vocabulary, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
 from zipformer.utils import AttributeDict, UserError, setup_logger
@@ -319,20 +319,11 @@ def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -
     return parser
 
 
-def check_vocab_size(state_dict: StateDict, params: AttributeDict) -> None:
-    embedding = state_dict.get("decoder.embedding.weight")
-    if embedding is not None and embedding.shape[0] != params.vocab_size:
-        raise UserError(
-            f"the checkpoint was trained with {embedding.shape[0]} tokens but {params.tokens} has "
-            f"{params.vocab_size}: pass the --tokens the model was trained with"
-        )
-
-
 def load_model_for_export(params: AttributeDict, recipe: DecodingRecipe) -> Tuple[nn.Module, StateDict]:
     """The recipe's model with the weights selected by the flags, in eval mode, and those weights."""
     state_dict, description = recipe.load_state_dict(params)
     logging.info(f"Using {description}")
-    check_vocab_size(state_dict, params)
+    check_vocabulary(state_dict, params, flag="--tokens")
     model = recipe.get_model(params)
     try:
         recipe.load_weights(model, state_dict, params)
