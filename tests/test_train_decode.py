@@ -77,6 +77,22 @@ def test_resume_continues_the_same_run(tiny_corpus, tiny_base_exp: Path, tmp_pat
         torch.testing.assert_close(resumed["model_avg"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_mid_epoch_resume_reports_progress_of_the_whole_epoch(tiny_corpus, tmp_path: Path):
+    """After --start-batch, progress counts the audio trained before the interruption (so the ETA is what is left)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_corpus, straight, "--num-epochs", "1", "--save-every-n", "1")
+    resumed.mkdir()
+    (resumed / "checkpoint-1.pt").write_bytes((straight / "checkpoint-1.pt").read_bytes())
+    train(tiny_corpus, resumed, "--num-epochs", "1", "--start-batch", "1")
+
+    def progress(exp_dir: Path, batch: int) -> str:
+        lines = train_log(exp_dir).splitlines()
+        index = next(i for i, line in enumerate(lines) if f"Epoch 1, batch {batch}, loss[" in line)
+        return lines[index + 1].split("Progress: ")[1].split(" of epoch")[0]
+
+    assert progress(resumed, 0) == progress(straight, 1)
+    assert progress(resumed, 0) != progress(straight, 0)
+
 def test_decode_writes_result_files(tiny_corpus, tiny_base_exp: Path):
     decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "1")
     res_dir = tiny_base_exp / "greedy_search"

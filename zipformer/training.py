@@ -168,6 +168,9 @@ def get_params() -> AttributeDict:
             "best_train_epoch": -1,
             "best_valid_epoch": -1,
             "batch_idx_train": 0,
+            # Audio this process has trained on in the current epoch; saved, so a mid-epoch resume reports
+            # its progress and ETA against what is left.
+            "epoch_audio_done": 0.0,
             "reset_interval": 200,
             "feature_dim": 80,
             "subsampling_factor": 4,
@@ -392,6 +395,7 @@ class Trainer:
             params[key] = saved[key]
         if params.start_batch > 0 and "cur_epoch" in saved:
             params.start_epoch = saved["cur_epoch"]
+            params.epoch_audio_done = saved.get("epoch_audio_done", 0.0)
         return saved
 
     def setup_data(self) -> None:
@@ -433,6 +437,7 @@ class Trainer:
         tot_loss = MetricsTracker()
         epoch_start = time.time()
         audio_seconds = 0.0
+        audio_before = params.epoch_audio_done  # > 0 only when resuming in the middle of this epoch
         epoch_audio = self.train_hours * 3600 / self.world_size
         for batch_idx, batch in enumerate(self.train_dl):
             if batch_idx % 10 == 0:
@@ -440,6 +445,7 @@ class Trainer:
             params.batch_idx_train += 1
             batch_size = len(batch["supervisions"]["text"])
             audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
+            params.epoch_audio_done = audio_before + audio_seconds
 
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, loss_info = compute_loss(params, model, self.sp, batch, is_training=True)
@@ -461,11 +467,14 @@ class Trainer:
                 adjust_grad_scale(self.scaler, params.batch_idx_train, params.exp_dir, self.rank, self.model_unwrapped)
 
             if batch_idx % params.log_interval == 0:
-                self.log_progress(batch_idx, batch_size, loss_info, tot_loss, audio_seconds, epoch_start, epoch_audio)
+                self.log_progress(
+                    batch_idx, batch_size, loss_info, tot_loss, audio_seconds, epoch_start, epoch_audio - audio_before
+                )
             if batch_idx % params.valid_interval == 0:
                 self.validate()
 
-        if audio_seconds == 0:
+        params.epoch_audio_done = 0.0
+        if audio_seconds == 0 and audio_before == 0:
             raise UserError(
                 f"epoch {params.cur_epoch} produced no batches: the training set ({epoch_audio:.0f} s per process) is "
                 f"smaller than --max-duration {params.max_duration} with --drop-last 1; lower --max-duration"
@@ -509,20 +518,22 @@ class Trainer:
         tot_loss: MetricsTracker,
         audio_seconds: float,
         epoch_start: float,
-        epoch_audio: float,
+        audio_to_do: float,
     ) -> None:
+        """audio_to_do: seconds of audio this run of the epoch covers (less than the epoch after a resume)."""
         params = self.params
         lr = max(self.scheduler.get_last_lr())
         grad_scale = self.scaler.get_scale() if params.use_fp16 else 1.0
         elapsed = time.time() - epoch_start
         rate = audio_seconds / max(elapsed, 1e-9)
-        eta = max(epoch_audio - audio_seconds, 0.0) / max(rate, 1e-9)
+        eta = max(audio_to_do - audio_seconds, 0.0) / max(rate, 1e-9)
+        done = params.epoch_audio_done / max(self.train_hours * 3600 / self.world_size, 1e-9)
         logging.info(
             f"Epoch {params.cur_epoch}, batch {batch_idx}, loss[{loss_info}], tot_loss[{tot_loss}], "
             f"batch size: {batch_size}, lr: {lr:.2e}, grad_scale: {grad_scale}"
         )
         logging.info(
-            f"Progress: {100 * min(audio_seconds / max(epoch_audio, 1e-9), 1):.0f}% of epoch {params.cur_epoch}, "
+            f"Progress: {100 * min(done, 1):.0f}% of epoch {params.cur_epoch}, "
             f"{rate:.1f} s of audio/s, epoch ETA {eta / 60:.1f} min, peak memory {peak_memory_mb(self.device):.0f} MB"
         )
         if self.tb_writer is not None:
