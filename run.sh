@@ -128,7 +128,7 @@ fi
 if stage_on 3; then
   log "stage 3: decode both test sets with the base model (before adaptation)"
   run ./zipformer/decode.py --epoch 99 --avg 1 --use-averaged-model 0 --exp-dir "$base_dir" \
-    --test-cuts "$test_cuts" "${common_flags[@]}"
+    --test-cuts "$test_cuts" --num-threads "$num_threads" "${common_flags[@]}"
 fi
 
 if stage_on 4; then
@@ -144,7 +144,7 @@ if stage_on 5; then
   log "stage 5: decode both test sets with the adapters on and off (forgetting report)"
   run ./zipformer_adapter/decode.py --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 \
     --use-adapters 1 --adapter-dim "$adapter_dim" --forgetting-report 1 --exp-dir "$adapter_dir" \
-    --test-cuts "$test_cuts" "${common_flags[@]}"
+    --test-cuts "$test_cuts" --num-threads "$num_threads" "${common_flags[@]}"
 fi
 
 if stage_on 6 && $full_finetune; then
@@ -154,7 +154,7 @@ if stage_on 6 && $full_finetune; then
     --train-cuts data/fbank/target_cuts_train.jsonl.gz --valid-cuts "$valid_cuts" \
     --enable-musan 0 --average-period 20 --log-interval 20 --num-threads "$num_threads" "${common_flags[@]}"
   run ./zipformer/decode.py --epoch "$full_epochs" --avg 1 --use-averaged-model 0 --exp-dir "$full_dir" \
-    --test-cuts "$test_cuts" "${common_flags[@]}"
+    --test-cuts "$test_cuts" --num-threads "$num_threads" "${common_flags[@]}"
 fi
 
 if stage_on 7; then

@@ -150,8 +150,10 @@ def test_finetune_logs_counts_and_keeps_the_base_bit_identical(adapter_exp: Path
     assert {k for k in tuned if not is_adapter_key(k)} == set(base)
     for key, value in base.items():
         assert torch.equal(tuned[key], value), f"frozen weight {key} changed"
-    changed = [k for k in tuned if is_adapter_key(k) and k.endswith("out_proj.weight") and tuned[k].abs().sum() > 0]
-    assert changed, "no adapter was trained"
+    # The zero-initialised out_proj must really move (ScaledAdam alone would keep it near zero).
+    out_proj = [tuned[k] for k in tuned if is_adapter_key(k) and k.endswith("out_proj.weight")]
+    # Measured: about 3e-4 after these few steps; without the step floor it stays below 5e-6.
+    assert min(w.abs().max().item() for w in out_proj) > 5e-5, "an adapter's out_proj barely trained"
 
 
 def test_adapter_only_checkpoints_are_small_and_self_describing(adapter_exp: Path, base_ckpt: Path):

@@ -273,6 +273,29 @@ def test_parameter_groups_multiply_lr_scale_down_the_tree() -> None:
         get_parameter_groups_with_lrs(nn.Linear(2, 2).requires_grad_(False), lr=1.0)
 
 
+def test_a_zero_initialised_tensor_moves_only_with_a_step_floor() -> None:
+    """ScaledAdam steps scale with a tensor's RMS: from zero, only a module's param_min_rms gets it going."""
+    torch.manual_seed(0)
+    moved = {}
+    for floor in (None, 0.05):
+        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+        nn.init.zeros_(model[1].weight)
+        if floor is not None:
+            model[1].param_min_rms = floor
+        groups = get_parameter_groups_with_lrs(model, lr=0.05)
+        assert len(groups) == (1 if floor is None else 2)
+        opt = ScaledAdam(groups, lr=0.05)
+        x = torch.randn(16, 4)
+        for _ in range(20):
+            loss = ((model(x) - x) ** 2).sum()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        moved[floor] = model[1].weight.abs().max().item()
+    assert moved[None] < 1e-4
+    assert moved[0.05] > 1e-2
+
+
 def test_accepts_icefall_named_params_groups() -> None:
     lin = nn.Linear(2, 2)
     opt = ScaledAdam([{"named_params": list(lin.named_parameters()), "lr": 0.3}], lr=0.1)

@@ -96,6 +96,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         default=False,
         help="Normalise references and hypotheses as GigaSpeech's scoring does (fillers, tags, hyphens).",
     )
+    group.add_argument(
+        "--num-threads", type=int, default=0, help="CPU threads for PyTorch (0: its default, one per core)."
+    )
 
 
 def get_parser(recipe: DecodingRecipe) -> argparse.ArgumentParser:
@@ -260,6 +263,8 @@ class DecodingSession:
 
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         logging.info(f"Device: {self.device}")
+        if params.num_threads > 0:
+            torch.set_num_threads(params.num_threads)
         self.sp = load_bpe_model(params.bpe_model)
         params.blank_id = self.sp.piece_to_id("<blk>")
         params.vocab_size = self.sp.get_piece_size()

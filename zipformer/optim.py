@@ -29,27 +29,34 @@ def get_parameter_groups_with_lrs(
     """Group the trainable parameters of `model` by learning rate.
 
     A module may define an attribute `lr_scale`; a parameter's lr is `lr` times the `lr_scale`
-    of every module on its path (root included). Parameters with requires_grad=False are left out.
+    of every module on its path (root included). A module may also define `param_min_rms`, the
+    ScaledAdam floor of its parameters' step size (the innermost one wins): a zero-initialised
+    tensor needs it, because ScaledAdam steps scale with the tensor's RMS and the default floor
+    (1e-5) would keep it at zero. Parameters with requires_grad=False are left out.
 
-    Returns a list of torch-style groups `{"params": [...], "lr": float}`, one per distinct lr,
-    in first-seen order. With include_names, "params" holds `(name, param)` tuples.
+    Returns a list of torch-style groups `{"params": [...], "lr": float}` (plus "param_min_rms" when
+    set), one per distinct setting, in first-seen order. With include_names, "params" holds
+    `(name, param)` tuples.
     """
-    lr_scale_of = {
-        name: float(getattr(module, "lr_scale", 1.0)) for name, module in model.named_modules()
-    }
-    params_of_lr: dict[float, list] = {}
+    modules = dict(model.named_modules())
+    groups: dict[tuple, list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        cur_lr = lr * lr_scale_of[""]
+        cur_lr = lr * float(getattr(model, "lr_scale", 1.0))
+        min_rms = getattr(model, "param_min_rms", None)
         prefix = ""
         for part in name.split(".")[:-1]:
             prefix = f"{prefix}.{part}" if prefix else part
-            cur_lr *= lr_scale_of.get(prefix, 1.0)
-        params_of_lr.setdefault(cur_lr, []).append((name, param) if include_names else param)
-    if not params_of_lr:
+            cur_lr *= float(getattr(modules[prefix], "lr_scale", 1.0))
+            min_rms = getattr(modules[prefix], "param_min_rms", min_rms)
+        groups.setdefault((cur_lr, min_rms), []).append((name, param) if include_names else param)
+    if not groups:
         raise ValueError("the model has no trainable parameters (requires_grad=False everywhere)")
-    return [{"params": params, "lr": group_lr} for group_lr, params in params_of_lr.items()]
+    return [
+        {"params": params, "lr": group_lr, **({} if min_rms is None else {"param_min_rms": min_rms})}
+        for (group_lr, min_rms), params in groups.items()
+    ]
 
 
 def _as_torch_param_groups(params: Iterable) -> list:

@@ -31,6 +31,11 @@ class AdapterModule(nn.Module):
     init, as the reference does, for comparisons.
     """
 
+    # ScaledAdam's step floor for the zero-initialised out_proj: its steps are proportional to the
+    # tensor's RMS, so from zero it would never move. 0.05 is about the RMS of a default-initialised
+    # D->b Linear, and gives steps like Adam's at lr 2e-3 until the weights outgrow it.
+    ZERO_INIT_MIN_RMS = 0.05
+
     def __init__(self, embed_dim: int, bottleneck_dim: int, init: str = "zero") -> None:
         super().__init__()
         if init not in ADAPTER_INITS:
@@ -42,6 +47,7 @@ class AdapterModule(nn.Module):
         if init == "zero":
             nn.init.zeros_(self.out_proj.weight)
             nn.init.zeros_(self.out_proj.bias)
+            self.out_proj.param_min_rms = self.ZERO_INIT_MIN_RMS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
