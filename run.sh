@@ -133,10 +133,11 @@ fi
 
 if stage_on 4; then
   log "stage 4: fine-tune adapters (dim $adapter_dim) on the target domain"
+  # Validation on the target only: the source domain is checked in stage 5, with the adapters off.
   run ./zipformer_adapter/train.py --world-size 1 --num-epochs "$adapter_epochs" --start-epoch 1 --use-fp16 1 \
     --base-lr 0.045 --use-adapters 1 --adapter-dim "$adapter_dim" --do-finetune 1 --master-port 13022 \
     --finetune-ckpt "$base_dir/pretrained.pt" --exp-dir "$adapter_dir" \
-    --train-cuts data/fbank/target_cuts_train.jsonl.gz --valid-cuts "$valid_cuts" \
+    --train-cuts data/fbank/target_cuts_train.jsonl.gz --valid-cuts "target=data/fbank/target_cuts_dev.jsonl.gz" \
     --enable-musan 0 --average-period 20 --log-interval 20 --num-threads "$num_threads" "${common_flags[@]}"
 fi
 

@@ -113,6 +113,7 @@ def test_heldout_speakers_are_disjoint_from_train():
 def test_festival_voices_and_mu_law_channel(tmp_path: Path):
     config = load_config(seed=2)
     config.target.engines = [EngineVoices("festival", ["kal_diphone", "cmu_us_slt_arctic_hts"], share=1.0, heldout_dev=0, heldout_test=0)]
+    config.target.channel.telephone = True  # mu-law companding happens on the 8 kHz telephone line
     config.target.channel.mu_law = True
     cuts = synthesize_utterances(TEXTS[:2], tmp_path, domain="target", config=config, compute_features=False)
     for cut in cuts:
