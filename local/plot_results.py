@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Draw the figures of RESULTS.md from the main job's logs and result files (PNG).
 
-  loss_curves.png         training loss of adapter vs full fine-tuning on the target domain, and the
-                          validation losses of the base model's pretraining (pretrained/log-train.txt)
+  loss_curves.png         target-dev loss of adapter vs full fine-tuning, and the validation losses
+                          of the base model's pretraining (pretrained/log-train.txt)
   wer_vs_adapter_dim.png  target/source test WER against the adapter bottleneck dim (the sweep)
 
 Usage: ./local/plot_results.py --exp-root exp --adapter-dims 8,16,32 --out-dir .
@@ -24,21 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from local.summarize_run import GREEDY, read_wer  # noqa: E402
 from zipformer.utils import fail  # noqa: E402
 
-TRAIN_LINE = re.compile(r"Epoch (\d+), batch (\d+), loss\[.*?\], tot_loss\[loss=([\d.]+),")
 VALID_LINE = re.compile(r"Epoch (\d+), validation on (\w+): loss=([\d.]+),")
-
-
-def train_curve(log_text: str) -> Tuple[List[int], List[float]]:
-    """(global batch index, smoothed training loss) from icefall-style log lines."""
-    steps, losses = [], []
-    offset, last_epoch, last_batch = 0, None, 0
-    for epoch, batch, loss in TRAIN_LINE.findall(log_text):
-        if last_epoch is not None and epoch != last_epoch:
-            offset += last_batch + 1
-        last_epoch, last_batch = epoch, int(batch)
-        steps.append(offset + int(batch))
-        losses.append(float(loss))
-    return steps, losses
 
 
 def valid_curves(log_text: str) -> Dict[str, Tuple[List[int], List[float]]]:
@@ -57,10 +43,12 @@ def plot_loss_curves(exp_root: Path, adapter_dim: int, pretrain_log: Path, out: 
     fig, (ax_ft, ax_pre) = plt.subplots(1, 2, figsize=(11, 4))
     for label, exp_dir in ((f"adapters (dim {adapter_dim})", exp_root / f"adapter_dim{adapter_dim}"),
                            ("full fine-tuning", exp_root / "full_finetune")):
-        steps, losses = train_curve(read_log(exp_dir))
-        if steps:
-            ax_ft.plot(steps, losses, label=label)
-    ax_ft.set(title="Fine-tuning on the target domain", xlabel="batch", ylabel="training loss per frame")
+        epochs, losses = valid_curves(read_log(exp_dir)).get("target", ([], []))
+        if epochs:
+            # Validation runs at the start of each epoch: epoch N shows the model after N - 1 epochs.
+            ax_ft.plot([e - 1 for e in epochs], losses, marker="o", label=label)
+    ax_ft.set(title="Fine-tuning on the target domain", xlabel="epochs trained",
+              ylabel="target dev loss per frame")
     ax_ft.legend()
     if pretrain_log.is_file():
         for name, (epochs, losses) in valid_curves(pretrain_log.read_text()).items():

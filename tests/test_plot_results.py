@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from local.plot_results import main as plot_main
-from local.plot_results import train_curve, valid_curves
+from local.plot_results import valid_curves
 
 LOG = """\
 2026-11-24 06:28:42,381 INFO [training.py:531] Epoch 1, batch 0, loss[loss=0.9, simple_loss=0.8], tot_loss[loss=0.9257, simple_loss=0.8672]
@@ -12,12 +12,6 @@ LOG = """\
 2026-11-24 06:30:42,381 INFO [training.py:552] Epoch 2, validation on target: loss=0.7990, simple_loss=0.766
 2026-11-24 06:31:42,381 INFO [training.py:552] Epoch 2, validation on target: loss=0.7980, simple_loss=0.766
 """
-
-
-def test_training_curve_continues_across_epochs():
-    steps, losses = train_curve(LOG)
-    assert steps == [0, 20, 21]
-    assert losses == [0.9257, 0.9208, 0.8277]
 
 
 def test_validation_curve_keeps_the_last_value_of_a_repeated_epoch():
