@@ -33,7 +33,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Run write(tmp) on a temp file beside `path`, then rename it over `path`.
 
     A crash or error mid-write leaves any previous `path` intact and no temp file behind.
@@ -85,7 +85,7 @@ def save_checkpoint(
         if key in _STATE_KEYS:
             raise ValueError(f"params entry '{key}' clashes with a checkpoint state key; rename it")
         checkpoint[key] = value
-    _write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
+    write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
 
 
 def read_model_state_dict(filename: PathLike, flag: str = "checkpoint") -> StateDict:
@@ -94,9 +94,9 @@ def read_model_state_dict(filename: PathLike, flag: str = "checkpoint") -> State
     `flag` names where the path came from (e.g. "--finetune-ckpt") in the error messages.
     """
     path = Path(filename)
-    if not path.is_file():
-        raise UserError(f"{flag} {path} not found: pass the path of a checkpoint such as pretrained.pt or epoch-N.pt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint_file(
+        path, missing=f"{flag} {path} not found: pass the path of a checkpoint such as pretrained.pt or epoch-N.pt"
+    )
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise UserError(f"{flag} {path} has no 'model' entry: expected a checkpoint saved as {{'model': state_dict}}")
     return strip_ddp_prefix(checkpoint["model"])
@@ -113,7 +113,7 @@ def tensors_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def copy_checkpoint(src: PathLike, dst: PathLike) -> None:
     """Copy a checkpoint (e.g. epoch-N.pt -> best-valid-loss.pt), never leaving a partial dst."""
-    _write_atomically(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
+    write_atomically(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _numbered_files(directory: Path, stem: str) -> list[tuple[int, Path]]:
@@ -199,11 +199,15 @@ def load_model_state_dict(
     model.load_state_dict(state_dict, strict=False)
 
 
-def _load_file(filename: PathLike, device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+def read_checkpoint_file(
+    filename: PathLike, device: Union[str, torch.device] = "cpu", missing: Optional[str] = None
+) -> Any:
+    """torch.load a checkpoint file; `missing` is the error when it does not exist (it names the fix)."""
     path = Path(filename)
     if not path.is_file():
         raise UserError(
-            f"checkpoint {path} does not exist: check --exp-dir and --epoch/--iter "
+            missing
+            or f"checkpoint {path} does not exist: check --exp-dir and --epoch/--iter "
             "(or --start-epoch/--start-batch when resuming)"
         )
     # weights_only=False: checkpoints pickle params such as Path objects. Load trusted files only.
@@ -225,7 +229,7 @@ def load_checkpoint(
     Returns the remaining entries (batch_idx_train, best_valid_loss, ..., and the state of any
     component that was not given, e.g. "sampler" for a dataloader built later).
     """
-    checkpoint = _load_file(filename)
+    checkpoint = read_checkpoint_file(filename)
     if "model" not in checkpoint:
         raise UserError(f"{filename} has no 'model' entry: it is not a model checkpoint")
     load_model_state_dict(model, checkpoint.pop("model"), str(filename), strict=strict)
@@ -287,10 +291,10 @@ def average_checkpoints(
     """
     if not filenames:
         raise ValueError("average_checkpoints needs at least one file")
-    first = _model_state(_load_file(filenames[0], device), filenames[0])
+    first = _model_state(read_checkpoint_file(filenames[0], device), filenames[0])
     totals = {k: v.double() if v.is_floating_point() else v.clone() for k, v in first.items()}
     for filename in filenames[1:]:
-        state = _model_state(_load_file(filename, device), filename)
+        state = _model_state(read_checkpoint_file(filename, device), filename)
         _check_same_keys(first, state, filenames[0], filename)
         for k, v in state.items():
             totals[k] += v.double() if v.is_floating_point() else v
@@ -311,8 +315,8 @@ def average_checkpoints_with_averaged_model(
     of the start file), the mean over (s, t] is (t * M_end - s * M_start) / (t - s).
     Non-floating-point entries are taken from the end file.
     """
-    start = _load_file(filename_start, device)
-    end = _load_file(filename_end, device)
+    start = read_checkpoint_file(filename_start, device)
+    end = read_checkpoint_file(filename_end, device)
     for checkpoint, filename in ((start, filename_start), (end, filename_end)):
         for key in ("batch_idx_train", "average_period"):
             if key not in checkpoint:
@@ -452,7 +456,7 @@ def load_averaged_state_dict(
         for e in range(epoch - avg + 1, epoch + 1)
     ]
     if avg == 1:
-        return _model_state(_load_file(chosen[0], device), chosen[0]), f"model of {chosen[0].name}"
+        return _model_state(read_checkpoint_file(chosen[0], device), chosen[0]), f"model of {chosen[0].name}"
     state = average_checkpoints(chosen, device)
     return state, f"mean of {len(chosen)} checkpoints: {chosen[0].name} .. {chosen[-1].name}"
 

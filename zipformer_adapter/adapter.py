@@ -12,7 +12,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
-from zipformer.checkpoint import tensors_fingerprint
+from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint, write_atomically
 from zipformer.scaling import SwooshL
 from zipformer.utils import UserError
 from zipformer.zipformer import Zipformer2EncoderLayer
@@ -162,16 +162,14 @@ def save_adapter_checkpoint(
     if model_avg is not None:
         avg = model_avg.state_dict()
         checkpoint["model_avg"] = {k: v.detach().to("cpu", torch.float32).clone() for k, v in adapter_state_dict(avg).items()}
-    tmp = filename.with_name(filename.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(filename)
+    write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
 
 
 def load_adapter_checkpoint(filename: Path) -> dict:
     path = Path(filename)
-    if not path.is_file():
-        raise UserError(f"adapter checkpoint {path} not found: pass an adapter-epoch-N.pt written by zipformer_adapter/train.py")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint_file(
+        path, missing=f"adapter checkpoint {path} not found: pass an adapter-epoch-N.pt written by zipformer_adapter/train.py"
+    )
     if not isinstance(checkpoint, dict) or "adapter_config" not in checkpoint:
         raise UserError(f"{path} is not an adapter-only checkpoint (no 'adapter_config'): pass an adapter-epoch-N.pt")
     return checkpoint
