@@ -56,6 +56,14 @@ def test_training_writes_icefall_checkpoints_and_logs(tiny_base_exp: Path):
     assert not list(tiny_base_exp.glob("*.tmp")), "a temporary checkpoint file was left behind"
 
 
+def first_batch_loss_scales(log: str) -> tuple:
+    """(loss, simple_loss, pruned_loss) of the first logged training batch."""
+    line = next(line for line in log.splitlines() if "Epoch 1, batch 0, loss[" in line)
+    fields = line.split("loss[")[1].split(", over")[0]
+    values = dict(item.split("=") for item in fields.split(", "))
+    return float(values["loss"]), float(values["simple_loss"]), float(values["pruned_loss"])
+
+
 def test_training_loss_goes_down(tiny_base_exp: Path):
     log = train_log(tiny_base_exp)
     valid = [float(line.split("validation on dev: loss=")[1].split(",")[0]) for line in log.splitlines() if "validation on dev: loss=" in line]
@@ -245,6 +253,12 @@ def test_full_finetuning_from_a_pretrained_file(tiny_corpus, tiny_base_exp: Path
     log = train_log(tmp_path / "exp")
     assert f"Initialised the model from {pretrained}" in log
     assert "trainable parameters (100.000% of the whole model)" in log
+    # From scratch the first batch weighs the simple loss 1.0 and the pruned loss 0.1 (warm-up);
+    # a fine-tune starts at the final scales, 0.5 and 1.0.
+    loss, simple, pruned = first_batch_loss_scales(train_log(tiny_base_exp))
+    assert loss == pytest.approx(simple + 0.1 * pruned, rel=2e-3)
+    loss, simple, pruned = first_batch_loss_scales(log)
+    assert loss == pytest.approx(0.5 * simple + pruned, rel=2e-3)
     tuned = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=False)["model"]
     assert tuned.keys() == base.keys()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)

@@ -41,7 +41,10 @@ from zipformer.scaling import set_batch_count
 from zipformer.utils import AttributeDict, UserError, count_parameters, setup_logger, str2bool
 
 # Schedules (dropout, layer skip, ...) of a model that is being fine-tuned start at their final
-# values: the pretrained model is past every warm-up.
+# values: the pretrained model is past every warm-up. So do the loss scales (see
+# loss_warm_step): the warm-up that lets the simple loss find alignments before the pruned loss
+# is trusted is for a model that cannot align yet. A fine-tune of a few hundred steps that kept it
+# would train mostly the simple loss (weight 1.0, pruned 0.1-0.2), not the joiner that decodes.
 FINETUNE_BATCH_COUNT_OFFSET = 1_000_000
 
 
@@ -129,7 +132,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--log-interval", type=int, default=50, help="Log the loss every N batches.")
     group.add_argument("--valid-interval", type=int, default=3000, help="Validate every N batches of an epoch.")
-    group.add_argument("--warm-step", type=int, default=2000, help="Batches of simple/pruned loss warm-up.")
+    group.add_argument(
+        "--warm-step",
+        type=int,
+        default=2000,
+        help="Batches of simple/pruned loss warm-up when training from scratch (a fine-tune starts at the final scales).",
+    )
     group.add_argument(
         "--max-bad-batches",
         type=int,
@@ -222,6 +230,11 @@ def get_adjusted_batch_count(params: AttributeDict) -> float:
     return count + params.batch_count_offset
 
 
+def loss_warm_step(params: AttributeDict) -> int:
+    """--warm-step for training from scratch; 0 (final loss scales) when fine-tuning."""
+    return 0 if params.get("batch_count_offset", 0) else params.warm_step
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -265,7 +278,7 @@ def compute_loss(
             lm_scale=params.lm_scale,
         )
         simple_scale, pruned_scale = warmup_loss_scales(
-            params.batch_idx_train, params.warm_step, params.simple_loss_scale
+            params.batch_idx_train, loss_warm_step(params), params.simple_loss_scale
         )
         loss = simple_scale * simple_loss + pruned_scale * pruned_loss
 
