@@ -279,7 +279,7 @@ def synthesize_utterances(
     Args:
       texts: sentences in any casing/punctuation; supervisions get the normalised upper-case text.
       out_dir: receives audio/{id}.flac and, with compute_features, feats/ (lilcom) + cuts.jsonl.gz.
-      domain: "source" (clean) or "target" (reverb, noise, faster speech; telephone band if configured).
+      domain: "source" (clean) or "target" (telephone line, faster speech; see local/corpus_config.py).
       split: whose pseudo-speakers speak ("train", or the held-out "dev"/"test" speakers).
       config: corpus settings (voices, channel, ...); default: local/corpus_config.py's defaults.
       seed: seed of speakers and channel (config.seed instead when a config is given).

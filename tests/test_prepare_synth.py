@@ -60,27 +60,29 @@ def test_cuts_have_features_text_and_16k_audio(tiny_sets):
     assert [c.id for c in reloaded] == [c.id for c in target]
 
 
-def test_target_is_faster_and_noisy(tiny_sets):
+def test_target_is_faster_and_on_the_telephone_line(tiny_sets):
     _, source, target = tiny_sets
     # Same sentences, shorter audio.
     assert sum(c.duration for c in target) < sum(c.duration for c in source)
     for cut in target:
-        assert 15.0 <= cut.supervisions[0].custom["snr_db"] <= 30.0
-        assert cut.supervisions[0].custom["telephone"] is False  # the default since the calibration
+        custom = cut.supervisions[0].custom
+        assert custom["telephone"] is True and custom["snr_db"] is None and custom["reverb"] is False
+        assert high_band_fraction(cut.load_audio()[0]) < 1e-4  # nothing survives the 8 kHz line
+    assert np.mean([high_band_fraction(c.load_audio()[0]) for c in source]) > 0.005  # fricatives reach above 4 kHz
 
 
-def test_telephone_channel_removes_the_high_band(tmp_path: Path):
-    config_file = tmp_path / "telephone.json"
-    config_file.write_text('{"target": {"channel": {"telephone": true, "noise_prob": 0.0}}}')
+def test_noisy_reverberant_channel_from_a_config_file(tmp_path: Path):
+    config_file = tmp_path / "noisy.json"
+    config_file.write_text('{"target": {"channel": {"telephone": false, "noise_prob": 1.0, "reverb_prob": 1.0}}}')
     config = load_config(seed=7, config_file=config_file)
-    source = synthesize_utterances(TEXTS[:2], tmp_path / "source", domain="source", seed=7, compute_features=False)
     target = synthesize_utterances(
         TEXTS[:2], tmp_path / "target", domain="target", config=config, compute_features=False
     )
-    source_high = [high_band_fraction(c.load_audio()[0]) for c in source]
-    target_high = [high_band_fraction(c.load_audio()[0]) for c in target]
-    assert np.mean(source_high) > 0.005, source_high  # fricatives reach well above 4 kHz
-    assert max(target_high) < 1e-4, target_high  # nothing survives the 8 kHz telephone line
+    for cut in target:
+        custom = cut.supervisions[0].custom
+        assert custom["telephone"] is False and custom["reverb"] is True
+        assert 15.0 <= custom["snr_db"] <= 30.0
+        assert high_band_fraction(cut.load_audio()[0]) > 1e-3  # white/pink noise fills the high band
 
 
 def test_synthesis_is_deterministic(tiny_sets, tmp_path: Path):
