@@ -51,7 +51,7 @@ def training_stats(exp_dir: Path) -> Dict[str, str]:
         rates = [float(e[1]) for e in epochs]
         stats["s_per_epoch"] = f"{sum(seconds) / len(seconds):.0f}"
         stats["throughput"] = f"{sum(rates) / len(rates):.1f}"
-        stats["peak_mb"] = max(e[2] for e in epochs)
+        stats["peak_mb"] = str(max(int(e[2]) for e in epochs))
     return stats
 
 
