@@ -32,7 +32,7 @@ reverb and noise the target was useless (84% and more). Reverb and noise remain 
 (`target.channel.reverb_prob`, `noise_prob`).
 
 Tuning (pass a JSON file to `prepare.sh --corpus-config FILE`, keys as in the dataclasses below,
-e.g. {"target": {"channel": {"snr_db": [25, 35]}}}):
+e.g. {"target": {"channel": {"noise_prob": 1.0, "snr_db": [25, 35]}}}):
 - target too hard: set target.channel.telephone false, narrow target.speakers.rate_range towards 1.0;
 - target too easy: set target.channel.mu_law true, add noise (target.channel.noise_prob, snr_db) or
   reverb, add festival voices to target.engines (a new engine is a strong shift), use faster rates.
