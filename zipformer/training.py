@@ -232,7 +232,7 @@ def get_adjusted_batch_count(params: AttributeDict) -> float:
 
 def loss_warm_step(params: AttributeDict) -> int:
     """--warm-step for training from scratch; 0 (final loss scales) when fine-tuning."""
-    return 0 if params.get("batch_count_offset", 0) else params.warm_step
+    return 0 if params.batch_count_offset else params.warm_step
 
 
 def peak_memory_mb(device: torch.device) -> float:
