@@ -32,7 +32,7 @@ from lhotse.manipulation import combine
 from local.manifest_io import atomic_save, up_to_date
 from local.progress import ProgressLog
 from local.validate import validate_manifests
-from zipformer.utils import UserError, fail
+from zipformer.utils import UserError, exit_on_user_error
 
 NUM_MEL_BINS = 80
 SPEED_FACTORS = (0.9, 1.1)
@@ -157,7 +157,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    try:
+    with exit_on_user_error():
         for dataset in args.dataset:
             for part in args.parts:
                 recordings = args.manifest_dir / f"{dataset}_recordings_{part}.jsonl.gz"
@@ -178,8 +178,6 @@ def main() -> None:
                     perturb_speed=part in args.speed_perturb_parts,
                     trim_to_supervisions=args.trim_to_supervisions,
                 )
-    except UserError as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os  # noqa: E402
 import torch  # noqa: E402
 
 from zipformer.checkpoint import load_averaged_state_dict  # noqa: E402
-from zipformer.utils import UserError, str2bool  # noqa: E402
+from zipformer.utils import exit_on_user_error, str2bool  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -36,10 +36,8 @@ def main() -> None:
     args = get_parser().parse_args()
     if args.epoch < 1 and args.iter < 1:
         raise SystemExit("error: pass --epoch N or --iter N: which checkpoints to export")
-    try:
+    with exit_on_user_error():
         state_dict, description = load_averaged_state_dict(vars(args))
-    except UserError as e:
-        raise SystemExit(f"error: {e}") from None
     dtype = getattr(torch, args.dtype)
     state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from local.compute_fbank import compute_fbank_for_manifests
 from local.manifest_io import atomic_save
 from local.text_corpus import normalize_text
 from local.validate import check_audio_file, validate_manifests
-from zipformer.utils import UserError, fail
+from zipformer.utils import UserError, exit_on_user_error
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph")
 SAMPLE_RATE = 16000
@@ -255,7 +255,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    try:
+    with exit_on_user_error():
         if args.audio_dir is not None:
             if args.transcripts is None:
                 raise UserError("--audio-dir needs --transcripts FILE (lines '<id> <words...>')")
@@ -271,8 +271,6 @@ def main() -> None:
         )
         for split, path in outputs.items():
             logging.info(f"{split}: {path}")
-    except UserError as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

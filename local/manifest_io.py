@@ -1,36 +1,13 @@
 """Writing manifests without ever leaving a half-written file, and stage up-to-date checks."""
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
-
-def temp_path(path: Path) -> Path:
-    """A hidden sibling of `path` with the same suffixes (lhotse picks the format from them)."""
-    path = Path(path)
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+from zipformer.atomic import write_atomically
 
 
 def atomic_save(manifest: Any, path: Path) -> None:
     """Save a lhotse manifest (RecordingSet, SupervisionSet, CutSet) to `path` via a temp name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        manifest.to_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, manifest.to_file)
 
 
 def up_to_date(outputs: Iterable[Path], inputs: Iterable[Path] = ()) -> bool:

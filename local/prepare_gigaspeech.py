@@ -31,7 +31,7 @@ from lhotse import CutSet, RecordingSet, SupervisionSet
 from local.compute_fbank import compute_features_for_cuts, speed_perturb
 from local.manifest_io import atomic_save, up_to_date
 from local.validate import validate_manifests
-from zipformer.utils import UserError, fail
+from zipformer.utils import UserError, exit_on_user_error
 
 SUBSETS = ("S", "DEV", "TEST")
 GARBAGE_TAGS = ("<SIL>", "<MUSIC>", "<NOISE>", "<OTHER>")
@@ -161,7 +161,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    try:
+    with exit_on_user_error():
         if args.step == "download":
             download(args.dl_dir, args.password, args.subsets)
         elif args.step == "manifests":
@@ -170,8 +170,6 @@ def main() -> None:
             preprocess(args.manifest_dir, args.subsets)
         else:
             compute_fbank(args.manifest_dir, args.fbank_dir, args.subsets, args.num_jobs, args.speed_perturb_s)
-    except UserError as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 from lhotse import load_manifest_lazy
 
-from local.manifest_io import atomic_write_text, up_to_date
-from zipformer.utils import UserError, fail
+from local.manifest_io import up_to_date
+from zipformer.atomic import atomic_write_text
+from zipformer.utils import UserError, exit_on_user_error
 
 SPECIAL_SYMBOLS = ("<blk>", "<sos/eos>")
 UNK = "<unk>"
@@ -140,7 +141,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    try:
+    with exit_on_user_error():
         inputs = args.text or args.cuts
         if up_to_date([args.lang_dir / "bpe.model", args.lang_dir / "tokens.txt"], inputs):
             check_lang_dir(args.lang_dir, args.vocab_size)
@@ -149,8 +150,6 @@ def main() -> None:
         sentences = read_text_lines(args.text) if args.text else read_manifest_texts(args.cuts)
         model = train_bpe(sentences, args.lang_dir, args.vocab_size)
         logging.info(f"trained {model} on {len(sentences)} sentences")
-    except UserError as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ import random
 import tempfile
 from typing import List, Sequence
 
-from local.manifest_io import temp_path, up_to_date
+from local.manifest_io import up_to_date
 from local.validate import check_audio_file
-from zipformer.utils import UserError, fail
+from zipformer.atomic import write_atomically
+from zipformer.utils import UserError, exit_on_user_error
 
 FULL_PARTS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
 MINI_PARTS = ("dev-clean-2", "train-clean-5")
@@ -125,13 +126,12 @@ def shuffle_train_cuts(fbank_dir: Path, seed: int = 42) -> Path:
         with gzip.open(path, "rt") as f:
             lines.extend(line for line in f if line.strip())
     random.Random(seed).shuffle(lines)
-    tmp = temp_path(output)
-    try:
+
+    def write(tmp: Path) -> None:
         with gzip.open(tmp, "wt") as f:
             f.writelines(lines)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomically(output, write)
     logging.info(f"wrote {output}: {len(lines)} cuts from {', '.join(p.name for p in inputs)}")
     return output
 
@@ -153,7 +153,7 @@ def main() -> None:
     args = get_parser().parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
     corpus_dir = args.corpus_dir or args.dl_dir / "LibriSpeech"
-    try:
+    with exit_on_user_error():
         if args.step == "download":
             parts = ["librispeech"] if args.parts == ["auto"] else args.parts
             logging.info(f"downloaded to {download(args.dl_dir, parts)}")
@@ -161,8 +161,6 @@ def main() -> None:
             prepare_manifests(corpus_dir, args.manifest_dir, args.parts, args.num_jobs)
         else:
             shuffle_train_cuts(args.fbank_dir, args.seed)
-    except UserError as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -38,11 +38,12 @@ from local.channel import SAMPLE_RATE, render_waveform
 from local.compute_fbank import compute_features_for_cuts
 from local.corpus_config import DOMAINS, SPLITS, CorpusConfig, EngineVoices, load_config
 from local.corpus_plan import UtterancePlan, build_speakers, plan_corpus, plan_split
-from local.manifest_io import atomic_save, atomic_write_text
+from local.manifest_io import atomic_save
+from zipformer.atomic import atomic_write_text
 from local.progress import ProgressLog
 from local.text_corpus import Sentence, build_text_pools, normalize_text
 from local.tts import check_tools, synthesize
-from zipformer.utils import UserError, fail
+from zipformer.utils import UserError, exit_on_user_error
 
 TEXT_STAMP = ".text_config.json"
 
@@ -341,14 +342,12 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    try:
+    with exit_on_user_error():
         config = config_from_args(args)
         if args.stage == "text":
             prepare_text(config, args.text_dir)
         else:
             prepare_audio(config, args.text_dir, args.audio_dir, args.manifest_dir, args.num_jobs)
-    except UserError as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from typing import List
 import pytest
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_DIR.parent / "shared"
+# Reference facts the tests compare with: k2's loss values, icefall's state_dict key lists.
+TEST_DATA_DIR = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(REPO_DIR))
 
 # A Zipformer small enough to train for a few steps in seconds on one CPU core.
@@ -48,11 +49,8 @@ TARGET_TEXTS = [
 
 
 @pytest.fixture(scope="session")
-def shared_testdata() -> Path:
-    path = SHARED_DIR / "testdata"
-    if not path.is_dir():
-        pytest.fail(f"reference test data not found at {path}: the repo must sit beside ../shared")
-    return path
+def reference_data() -> Path:
+    return TEST_DATA_DIR
 
 
 @pytest.fixture(scope="session")

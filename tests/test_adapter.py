@@ -52,8 +52,8 @@ def test_trainable_counts_match_the_reference(normal_models, dim, trainable, tot
     assert f"{100 * trainable / total:.3f}" == {8: "0.595", 16: "1.148", 32: "2.237"}[dim]
 
 
-def test_adapter_state_dict_matches_icefall_keys_and_order(normal_models, shared_testdata: Path):
-    rows = [line.split("\t") for line in (shared_testdata / "icefall_state_dict_adapter16.tsv").read_text().splitlines()]
+def test_adapter_state_dict_matches_icefall_keys_and_order(normal_models, reference_data: Path):
+    rows = [line.split("\t") for line in (reference_data / "icefall_state_dict_adapter16.tsv").read_text().splitlines()]
     state = normal_models[16].state_dict()
     assert list(state) == [r[0] for r in rows]
     for key, shape, _ in rows:

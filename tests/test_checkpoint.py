@@ -126,7 +126,7 @@ def test_copy_checkpoint(tmp_path: Path) -> None:
 def test_find_and_remove_checkpoints(tmp_path: Path) -> None:
     for n in (100, 200, 900, 1000, 1100):
         save_checkpoint(tmp_path / f"checkpoint-{n}.pt", _Tiny())
-    for name in ("epoch-1.pt", "checkpoint-abc.pt", ".checkpoint-1200.pt.0123.tmp"):
+    for name in ("epoch-1.pt", "checkpoint-abc.pt", ".tmp-123-0123abcd-checkpoint-1200.pt"):
         (tmp_path / name).write_bytes(b"")
     names = lambda files: [Path(f).name for f in files]  # noqa: E731
     # Numeric order, newest first (not lexicographic: 1100 > 900).
@@ -135,7 +135,7 @@ def test_find_and_remove_checkpoints(tmp_path: Path) -> None:
     assert names(find_checkpoints(tmp_path, iteration=950)) == newest_first[2:]
     remove_checkpoints(tmp_path, topk=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        newest_first[:2] + ["epoch-1.pt", "checkpoint-abc.pt", ".checkpoint-1200.pt.0123.tmp"]
+        newest_first[:2] + ["epoch-1.pt", "checkpoint-abc.pt", ".tmp-123-0123abcd-checkpoint-1200.pt"]
     )
 
 

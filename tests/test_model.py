@@ -93,10 +93,10 @@ def tiny_model() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def reference_rows(shared_testdata) -> List[Tuple[str, Tuple[int, ...], int]]:
+def reference_rows(reference_data) -> List[Tuple[str, Tuple[int, ...], int]]:
     """(key, shape, numel) of icefall's model with dim-16 adapters, in state_dict order."""
     rows = []
-    for line in (shared_testdata / "icefall_state_dict_adapter16.tsv").read_text().splitlines():
+    for line in (reference_data / "icefall_state_dict_adapter16.tsv").read_text().splitlines():
         key, shape, numel = line.split("\t")
         dims = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
         rows.append((key, dims, int(numel)))

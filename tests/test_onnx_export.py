@@ -220,7 +220,7 @@ def test_tutorial_command_writes_fp32_and_int8_files(exported, tiny):
     for path in exported.values():
         assert path.is_file(), path
     assert exported["encoder.int8"].stat().st_size < 0.7 * exported["encoder"].stat().st_size
-    assert not list(tiny.exp_dir.glob(".*.tmp")), "temporary files left behind"
+    assert not list(tiny.exp_dir.glob(".tmp-*")), "temporary files left behind"
 
 
 def _value_info(value) -> tuple:
@@ -479,7 +479,7 @@ def _export_error(script: Path, argv: List[str], exp_dir: Path) -> str:
     before = set(exp_dir.iterdir())
     with pytest.raises(SystemExit) as info:
         run_main(script, argv)
-    assert not [p for p in set(exp_dir.iterdir()) - before if p.suffix == ".onnx" or p.name.endswith(".tmp")]
+    assert not [p for p in set(exp_dir.iterdir()) - before if p.suffix == ".onnx" or p.name.startswith(".tmp-")]
     return str(info.value.code)
 
 

@@ -54,13 +54,13 @@ def random_case(B: int, S: int, T: int, V: int, seed: int, dtype=torch.float32):
 
 
 # ------------------------------------------------------------------------------------------
-# k2's own outputs (shared/testdata/pruned_rnnt_reference.pt, computed with k2 1.23)
+# k2's own outputs (tests/data/pruned_rnnt_reference.pt, computed with k2 1.23)
 # ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def reference_cases(shared_testdata):
-    data = torch.load(shared_testdata / "pruned_rnnt_reference.pt", weights_only=True)
+def reference_cases(reference_data):
+    data = torch.load(reference_data / "pruned_rnnt_reference.pt", weights_only=True)
     return data["cases"]
 
 

@@ -6,7 +6,6 @@ import math
 import pytest
 
 from zipformer.scoring import (
-    atomic_open,
     log_wer_summary,
     normalize_gigaspeech_results,
     normalize_gigaspeech_text,
@@ -173,17 +172,6 @@ def test_log_wer_summary_tags_the_best(caplog):
         "greedy_search\t4.96\tbest for test-other\n"
         "beam_size_4\t5.1\n"
     )
-
-
-def test_atomic_open_leaves_old_file_on_failure(tmp_path):
-    path = tmp_path / "errs.txt"
-    path.write_text("old\n")
-    with pytest.raises(RuntimeError):
-        with atomic_open(path) as f:
-            f.write("half")
-            raise RuntimeError("interrupted")
-    assert path.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["errs.txt"]
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ import logging
 import os
 import re
 import shutil
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from zipformer.atomic import write_atomically
 from zipformer.utils import UserError
 
 PathLike = Union[str, Path]
@@ -31,25 +31,6 @@ _KEYS_SHOWN = 5
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Run write(tmp) on a temp file beside `path`, then rename it over `path`.
-
-    A crash or error mid-write leaves any previous `path` intact and no temp file behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The leading dot keeps the temp file out of `checkpoint-*.pt` globs; a unique name lets two
-    # writers never share a temp file. (Not mkstemp: its 0600 mode would stick to the checkpoint.)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(

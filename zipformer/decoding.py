@@ -17,8 +17,8 @@ from zipformer.asr_datamodule import AsrDataModule
 from zipformer.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
 from zipformer.checkpoint import load_averaged_state_dict
 from zipformer.model_args import add_model_arguments, get_model
+from zipformer.atomic import atomic_open
 from zipformer.scoring import (
-    atomic_open,
     log_wer_summary,
     normalize_gigaspeech_results,
     store_transcripts,
@@ -26,7 +26,7 @@ from zipformer.scoring import (
     write_wer_summary,
 )
 from zipformer.training import load_bpe_model
-from zipformer.utils import AttributeDict, UserError, count_parameters, setup_logger, str2bool
+from zipformer.utils import AttributeDict, UserError, count_parameters, exit_on_user_error, setup_logger, str2bool
 
 SEARCH_METHODS = ("greedy_search", "beam_search", "modified_beam_search")
 K2_METHODS = ("fast_beam_search", "fast_beam_search_nbest", "fast_beam_search_nbest_LG", "fast_beam_search_nbest_oracle")
@@ -298,8 +298,5 @@ def run(recipe: DecodingRecipe, args: argparse.Namespace) -> Dict[str, float]:
 
 def main(recipe: DecodingRecipe) -> None:
     args = get_parser(recipe).parse_args()
-    try:
+    with exit_on_user_error():
         run(recipe, args)
-    except UserError as e:
-        logging.error(str(e))
-        raise SystemExit(f"error: {e}") from None

@@ -31,7 +31,7 @@ from zipformer.asr_datamodule import AsrDataModule  # noqa: E402
 from zipformer.decoding import Result, save_results  # noqa: E402
 from zipformer.onnx_inference import OnnxTransducer, read_tokens, tokens_to_text  # noqa: E402
 from zipformer.scoring import normalize_gigaspeech_results  # noqa: E402
-from zipformer.utils import AttributeDict, UserError, setup_logger, str2bool  # noqa: E402
+from zipformer.utils import AttributeDict, exit_on_user_error, setup_logger, str2bool  # noqa: E402
 
 RESULT_KEY = "greedy_search"
 FRAME_SHIFT_SECONDS = 0.01
@@ -163,11 +163,8 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
 
 def main() -> None:
     args = get_parser().parse_args()
-    try:
+    with exit_on_user_error():
         run(args)
-    except UserError as e:
-        logging.error(str(e))
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ model and loads the weights, as for decoding.
 """
 import argparse
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,10 +27,11 @@ import onnx
 import torch
 from torch import nn
 
+from zipformer.atomic import write_atomically
 from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, check_vocabulary, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
-from zipformer.utils import AttributeDict, UserError, setup_logger
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger
 
 OPSET_VERSION = 13
 # Length of the dummy input the encoder is traced with; the check runs other lengths.
@@ -88,10 +88,6 @@ class OnnxJoiner(nn.Module):
         return self.joiner(encoder_out, decoder_out, project_input=False)
 
 
-def _temp_path(filename: Path) -> Path:
-    return filename.with_name(f".{filename.name}.tmp")
-
-
 def add_metadata(filename: Path, metadata: Dict[str, str]) -> None:
     """Add string key/value pairs to an ONNX file's metadata_props (in place)."""
     model = onnx.load(str(filename))
@@ -118,7 +114,18 @@ def export_module(
 ) -> None:
     """Trace `module` on `args` into `filename` (opset 13) with metadata; atomic."""
     module.eval()
-    tmp = _temp_path(filename)
+    write_atomically(filename, lambda tmp: _trace(module, args, tmp, input_names, output_names, dynamic_axes, metadata))
+
+
+def _trace(
+    module: nn.Module,
+    args: Tuple[torch.Tensor, ...],
+    tmp: Path,
+    input_names: List[str],
+    output_names: List[str],
+    dynamic_axes: Dict[str, Dict[int, str]],
+    metadata: Dict[str, str],
+) -> None:
     with warnings.catch_warnings():
         # Deliberate: the dynamo exporter fails on Zipformer's data-dependent shapes.
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
@@ -137,7 +144,6 @@ def export_module(
                 dynamic_axes=dynamic_axes,
             )
     add_metadata(tmp, metadata)
-    os.replace(tmp, filename)
 
 
 def export_encoder(model: nn.Module, filename: Path, feature_dim: int, metadata: Dict[str, str]) -> None:
@@ -199,22 +205,23 @@ def quantize_int8(src: Path, dst: Path, op_types: Sequence[str]) -> None:
     """Dynamic int8 quantisation (QInt8 weights) of the given op types; metadata is kept."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = _temp_path(dst)
     quiet = _QuietQuantizer()
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(quiet)
     try:
-        quantize_dynamic(
-            model_input=str(src),
-            model_output=str(tmp),
-            op_types_to_quantize=list(op_types),
-            weight_type=QuantType.QInt8,
+        write_atomically(
+            dst,
+            lambda tmp: quantize_dynamic(
+                model_input=str(src),
+                model_output=str(tmp),
+                op_types_to_quantize=list(op_types),
+                weight_type=QuantType.QInt8,
+            ),
         )
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
-    os.replace(tmp, dst)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,10 +426,7 @@ def main(
         raise SystemExit(f"error: --exp-dir {params.exp_dir} does not exist: pass the directory with the checkpoints")
     setup_logger(params.exp_dir / "log-export" / "log-export-onnx")
     logging.info(f"Export parameters: {params}")
-    try:
+    with exit_on_user_error():
         written = export(params, recipe, encoder_metadata, file_suffix)
-    except UserError as e:
-        logging.error(str(e))
-        raise SystemExit(f"error: {e}") from None
     logging.info("Done!")
     return written

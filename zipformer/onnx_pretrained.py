@@ -29,7 +29,7 @@ from zipformer.onnx_inference import (  # noqa: E402
     read_wave,
     tokens_to_text,
 )
-from zipformer.utils import UserError  # noqa: E402
+from zipformer.utils import exit_on_user_error  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -56,15 +56,13 @@ def transcribe(model: OnnxTransducer, tokens: Dict[int, str], sound_files: Seque
 
 def main() -> None:
     args = get_parser().parse_args()
-    try:
+    with exit_on_user_error():
         tokens = read_tokens(args.tokens)
         model = OnnxTransducer(
             args.encoder_model_filename, args.decoder_model_filename, args.joiner_model_filename, args.num_threads
         )
         model.check_tokens(tokens, args.tokens)
         texts = transcribe(model, tokens, args.sound_files, args.batch_size)
-    except UserError as e:
-        raise SystemExit(f"error: {e}") from None
     for filename, text in zip(args.sound_files, texts):
         print(f"{filename}: {text}")
 

@@ -27,7 +27,7 @@ from zipformer.checkpoint import read_model_state_dict  # noqa: E402
 from zipformer.decoding import DecodingRecipe, check_vocabulary, decode_batch  # noqa: E402
 from zipformer.model_args import add_model_arguments  # noqa: E402
 from zipformer.training import load_bpe_model  # noqa: E402
-from zipformer.utils import AttributeDict, UserError  # noqa: E402
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
 
 SAMPLE_RATE = 16000
 # log(1e-10): the value padded frames get in the training batches (lhotse's default).
@@ -99,10 +99,8 @@ def main(recipe: DecodingRecipe) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
     params = AttributeDict(vars(get_parser(recipe).parse_args()))
     params.update(feature_dim=80, subsampling_factor=4)
-    try:
+    with exit_on_user_error():
         texts = transcribe(params, recipe)
-    except UserError as e:
-        raise SystemExit(f"error: {e}") from None
     for name, text in zip(params.sound_files, texts):
         print(f"{name}:\n{text}\n")
 

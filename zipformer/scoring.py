@@ -12,13 +12,13 @@ no words at all, it is defined as 0.0 if the hypotheses are empty too, and +inf 
 inserted word against nothing is an unbounded error rate), instead of failing on a division by zero.
 """
 import logging
-import os
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, TextIO, Tuple, Union
+from typing import Dict, List, Sequence, TextIO, Tuple, Union
 
 import kaldialign
+
+from zipformer.atomic import atomic_open
 
 Result = Tuple[str, List[str], List[str]]
 PathLike = Union[str, Path]
@@ -34,21 +34,6 @@ GIGASPEECH_GARBAGE_TAGS = ("<SIL>", "<NOISE>", "<MUSIC>", "<OTHER>")
 GIGASPEECH_NON_SCORING_TOKENS = frozenset(
     GIGASPEECH_CONVERSATIONAL_FILLERS + GIGASPEECH_UNK_TAGS + GIGASPEECH_PUNCTUATION_TAGS + GIGASPEECH_GARBAGE_TAGS
 )
-
-
-@contextmanager
-def atomic_open(filename: PathLike) -> Iterator[TextIO]:
-    """Open `filename` for writing text; it appears (replacing any old file) only if the block succeeds."""
-    path = Path(filename)
-    # A plain open (not mkstemp) so that the file gets the usual umask permissions.
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp_path, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def _sorted_by_cut_id(results: Sequence[Result]) -> List[Result]:

@@ -38,7 +38,7 @@ from zipformer.model import warmup_loss_scales
 from zipformer.model_args import add_model_arguments, get_model
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 from zipformer.scaling import set_batch_count
-from zipformer.utils import AttributeDict, UserError, count_parameters, setup_logger, str2bool
+from zipformer.utils import AttributeDict, UserError, count_parameters, exit_on_user_error, setup_logger, str2bool
 
 # Schedules (dropout, layer skip, ...) of a model that is being fine-tuned start at their final
 # values: the pretrained model is past every warm-up. So do the loss scales (see
@@ -614,12 +614,10 @@ def run(rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRe
     setup_logger(params.exp_dir / "log" / "log-train", rank=rank, world_size=world_size)
     logging.info("Training started")
     try:
-        trainer = Trainer(recipe, params, rank, world_size)
-        trainer.setup()
-        trainer.fit()
-    except UserError as e:
-        logging.error(str(e))
-        raise SystemExit(f"error: {e}") from None
+        with exit_on_user_error():
+            trainer = Trainer(recipe, params, rank, world_size)
+            trainer.setup()
+            trainer.fit()
     finally:
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

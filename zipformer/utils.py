@@ -3,8 +3,9 @@ import argparse
 import logging
 import os
 from datetime import datetime
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import torch
 
@@ -89,6 +90,15 @@ def fail(message: str) -> NoReturn:
     if logging.getLogger().handlers:
         logging.error(message)
     raise SystemExit(f"error: {message}")
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """The one CLI error path: a UserError raised inside becomes `fail(message)`, not a traceback."""
+    try:
+        yield
+    except UserError as e:
+        fail(str(e))
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -12,7 +12,8 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
-from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint, write_atomically
+from zipformer.atomic import write_atomically
+from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint
 from zipformer.scaling import SwooshL
 from zipformer.utils import UserError
 from zipformer.zipformer import Zipformer2EncoderLayer

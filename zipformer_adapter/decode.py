@@ -22,8 +22,9 @@ import logging  # noqa: E402
 from typing import Dict  # noqa: E402
 
 from zipformer import decoding  # noqa: E402
+from zipformer.atomic import atomic_write_text  # noqa: E402
 from zipformer.decoding import DecodingSession  # noqa: E402
-from zipformer.utils import UserError, str2bool  # noqa: E402
+from zipformer.utils import UserError, exit_on_user_error, str2bool  # noqa: E402
 from zipformer_adapter.adapter import adapters_disabled  # noqa: E402
 from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe  # noqa: E402
 
@@ -40,9 +41,7 @@ def write_forgetting_report(session: DecodingSession) -> Dict[str, Dict[str, flo
         lines.append(f"{name}\t{off[name]:.2f}\t{on[name]:.2f}\t{change:+.1f}%")
     report = "\n".join(lines) + "\n"
     filename = params.res_dir / f"forgetting-report-{session.suffix}.txt"
-    tmp = filename.with_name(filename.name + ".tmp")
-    tmp.write_text(report)
-    tmp.replace(filename)
+    atomic_write_text(filename, report)
     logging.info(f"Forgetting report (WER %), also in {filename}:\n{report}")
     return {"off": off, "on": on}
 
@@ -62,7 +61,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     recipe = AdapterDecodingRecipe()
     args = get_parser().parse_args()
-    try:
+    with exit_on_user_error():
         if args.forgetting_report and not args.use_adapters:
             raise UserError("--forgetting-report compares adapters off and on: it needs --use-adapters 1")
         session = DecodingSession(recipe, args)
@@ -71,9 +70,6 @@ def main() -> None:
         else:
             session.decode_all(session.suffix)
         logging.info("Done!")
-    except UserError as e:
-        logging.error(str(e))
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
