@@ -23,9 +23,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from zipformer.rnnt_loss import (  # noqa: E402
+    BACKENDS,
     do_rnnt_pruning,
     get_rnnt_prune_ranges,
-    rnnt_backend,
     rnnt_loss_pruned,
     rnnt_loss_smoothed,
 )
@@ -43,6 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=7, help="timed iterations (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the lattice recursion's implementation")
     return parser
 
 
@@ -70,7 +71,7 @@ class Inputs:
         self.output_linear = nn.Linear(J, V)
 
 
-def run_once(x: Inputs, s_range: int) -> Dict[str, float]:
+def run_once(x: Inputs, s_range: int, backend: str) -> Dict[str, float]:
     """One forward+backward of the pipeline; returns seconds per stage."""
     times: Dict[str, float] = {}
     encoder_out = x.encoder_out.clone().requires_grad_()
@@ -92,6 +93,7 @@ def run_once(x: Inputs, s_range: int) -> Dict[str, float]:
         boundary=x.boundary,
         reduction="sum",
         return_grad=True,
+        backend=backend,
     )
     t0 = mark("smoothed", t0)
     ranges = get_rnnt_prune_ranges(px_grad, py_grad, x.boundary, s_range)
@@ -102,14 +104,14 @@ def run_once(x: Inputs, s_range: int) -> Dict[str, float]:
     t0 = mark("pruning", t0)
     logits = x.output_linear(torch.tanh(am_pruned + lm_pruned))
     t0 = mark("joiner", t0)
-    pruned_loss = rnnt_loss_pruned(logits, x.symbols, ranges, 0, x.boundary, reduction="sum")
+    pruned_loss = rnnt_loss_pruned(logits, x.symbols, ranges, 0, x.boundary, reduction="sum", backend=backend)
     t0 = mark("pruned", t0)
     (0.5 * simple_loss + pruned_loss).backward()
     mark("backward", t0)
     return times
 
 
-def run_losses_alone(x: Inputs, s_range: int) -> Dict[str, float]:
+def run_losses_alone(x: Inputs, s_range: int, backend: str) -> Dict[str, float]:
     """Forward+backward of each loss with its direct inputs as leaves (no linear layers)."""
     times: Dict[str, float] = {}
     with torch.no_grad():
@@ -119,7 +121,7 @@ def run_losses_alone(x: Inputs, s_range: int) -> Dict[str, float]:
     lm.requires_grad_()
     t0 = time.perf_counter()
     simple_loss, (px_grad, py_grad) = rnnt_loss_smoothed(
-        lm, am, x.symbols, 0, 0.25, 0.0, x.boundary, reduction="sum", return_grad=True
+        lm, am, x.symbols, 0, 0.25, 0.0, x.boundary, reduction="sum", return_grad=True, backend=backend
     )
     simple_loss.backward()
     times["smoothed fwd+bwd"] = time.perf_counter() - t0
@@ -131,7 +133,7 @@ def run_losses_alone(x: Inputs, s_range: int) -> Dict[str, float]:
         logits = x.output_linear(torch.tanh(am_pruned + lm_pruned))
     logits.requires_grad_()
     t0 = time.perf_counter()
-    rnnt_loss_pruned(logits, x.symbols, ranges, 0, x.boundary, reduction="sum").backward()
+    rnnt_loss_pruned(logits, x.symbols, ranges, 0, x.boundary, reduction="sum", backend=backend).backward()
     times["pruned fwd+bwd"] = time.perf_counter() - t0
     return times
 
@@ -152,15 +154,15 @@ def main() -> None:
     x = Inputs(args)
     try:
         for _ in range(args.warmup):
-            run_once(x, args.s_range)
-            run_losses_alone(x, args.s_range)
-        pipeline = [run_once(x, args.s_range) for _ in range(args.runs)]
-        losses = [run_losses_alone(x, args.s_range) for _ in range(args.runs)]
+            run_once(x, args.s_range, args.backend)
+            run_losses_alone(x, args.s_range, args.backend)
+        pipeline = [run_once(x, args.s_range, args.backend) for _ in range(args.runs)]
+        losses = [run_losses_alone(x, args.s_range, args.backend) for _ in range(args.runs)]
     except (ValueError, UserError) as e:
         fail(str(e))
 
     print(
-        f"pruned RNN-T, CPU, backend={rnnt_backend()}, threads={args.threads}: "
+        f"pruned RNN-T, CPU, backend={args.backend}, threads={args.threads}: "
         f"B={args.batch} T={args.frames} S={args.symbols} V={args.vocab} "
         f"joiner_dim={args.joiner_dim} s_range={args.s_range}, median of {args.runs} runs"
     )

@@ -96,6 +96,7 @@ class AsrModel(nn.Module):
         prune_range: int = 5,
         am_scale: float = 0.0,
         lm_scale: float = 0.0,
+        rnnt_backend: str = "torch",
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
@@ -103,6 +104,7 @@ class AsrModel(nn.Module):
           y: N lists of token ids (no blank).
           prune_range: number of symbol positions kept per frame by the pruning.
           am_scale, lm_scale: weights of the acoustic-only / LM-only terms of the smoothed loss.
+          rnnt_backend: the lattice recursion: "torch", or "k2" / "fast_rnnt" (zipformer.rnnt_loss).
         Returns:
           (simple_loss, pruned_loss), each summed over the batch (0-dim tensors).
         """
@@ -142,6 +144,7 @@ class AsrModel(nn.Module):
                 boundary=boundary,
                 reduction="sum",
                 return_grad=True,
+                backend=rnnt_backend,
             )
 
         ranges = get_rnnt_prune_ranges(
@@ -162,5 +165,6 @@ class AsrModel(nn.Module):
                 termination_symbol=blank_id,
                 boundary=boundary,
                 reduction="sum",
+                backend=rnnt_backend,
             )
         return simple_loss, pruned_loss

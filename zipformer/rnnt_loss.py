@@ -1,6 +1,7 @@
 """Pruned RNN-T loss in pure PyTorch, with k2's names, signatures and numerics (k2 master).
 
-Pipeline used in training (see ../shared/design/pruned_rnnt.md for the full specification):
+Pipeline used in training (the pruned RNN-T of Kuang et al., "Pruned RNN-T for fast, memory-efficient
+ASR training", Interspeech 2022):
   1. `rnnt_loss_smoothed(..., return_grad=True)`: a cheap loss whose joiner is plain addition; its
      arc occupation probabilities (px_grad, py_grad) say where the alignment mass lies;
   2. `get_rnnt_prune_ranges`: for every frame, a window of `s_range` consecutive symbol positions;
@@ -11,14 +12,13 @@ Everything reduces to the log-semiring "mutual information" recursion over an (s
 `mutual_information_recursion`. It runs one anti-diagonal s + t = k at a time (vectorised over the
 batch and over s) inside a custom autograd Function, so no per-cell autograd graph is kept.
 
-Optional backend: set the environment variable RNNT_LOSS_BACKEND to "k2" or "fast_rnnt" to run the
-recursion with that package (it must be importable); the default "torch" needs nothing extra.
-fast_rnnt asserts S_b >= 1 and scales its saved occupations in place during backward.
+Optional backend: every loss takes `backend="k2"` or `"fast_rnnt"` to run the recursion with that
+package (it must be importable); the default "torch" needs nothing extra. Training chooses it with
+--rnnt-backend. fast_rnnt asserts S_b >= 1 and scales its saved occupations in place during backward.
 """
 import importlib
 import logging
 import math
-import os
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -27,7 +27,6 @@ from torch import Tensor
 RNNT_TYPES = ("regular", "modified", "constrained")
 REDUCTIONS = ("none", "mean", "sum")
 BACKENDS = ("torch", "k2", "fast_rnnt")
-BACKEND_ENV_VAR = "RNNT_LOSS_BACKEND"
 
 # k2's LogAdd returns max(x, y) when min - max < log(machine epsilon) of the working dtype.
 _LOG_ADD_CUTOFF = {
@@ -39,7 +38,6 @@ LossWithGrads = Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]
 
 __all__: List[str] = [
     "mutual_information_recursion",
-    "rnnt_backend",
     "get_rnnt_logprobs",
     "rnnt_loss_simple",
     "get_rnnt_logprobs_smoothed",
@@ -308,25 +306,23 @@ class _MutualInformation(torch.autograd.Function):
 
 def _backend_module(name: str):
     """The optional package `name` ("k2" or "fast_rnnt"), or a clear error if it is missing."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got '{name}'")
     try:
         return importlib.import_module(name)
     except Exception as e:  # a missing package, or a build for another torch version
         raise ValueError(
-            f"{BACKEND_ENV_VAR}={name} but `import {name}` fails ({e}); install {name} for this "
-            f"torch version or unset {BACKEND_ENV_VAR} to use the pure-PyTorch recursion"
+            f"backend {name} asked for, but `import {name}` fails ({e}); install {name} for this "
+            "torch version or use backend torch (the pure-PyTorch recursion)"
         ) from None
 
 
-def rnnt_backend() -> str:
-    """The recursion backend from $RNNT_LOSS_BACKEND: "torch" (default), "k2" or "fast_rnnt"."""
-    name = os.environ.get(BACKEND_ENV_VAR, "torch").strip() or "torch"
-    if name not in BACKENDS:
-        raise ValueError(f"{BACKEND_ENV_VAR} must be one of {BACKENDS}, got '{name}'")
-    return name
-
-
 def mutual_information_recursion(
-    px: Tensor, py: Tensor, boundary: Optional[Tensor] = None, return_grad: bool = False
+    px: Tensor,
+    py: Tensor,
+    boundary: Optional[Tensor] = None,
+    return_grad: bool = False,
+    backend: str = "torch",
 ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
     """Total log-likelihood of all monotonic paths through an (s, t) lattice.
 
@@ -339,6 +335,7 @@ def mutual_information_recursion(
         [0, 0, S, T] for every row. Only arcs inside [s_begin,s_end] x [t_begin,t_end] are read,
         so padding may hold anything (even NaN).
       return_grad: also return the occupation probabilities (see below).
+      backend: "torch" (this module), or "k2" / "fast_rnnt" to call that package's recursion.
 
     Computes, with p[s_begin, t_begin] = 0 and LogAdd(a, b) = log(e^a + e^b) (k2's cut-off:
     the larger argument alone when they differ by more than -log(eps)),
@@ -365,7 +362,6 @@ def mutual_information_recursion(
     if px.device != py.device:
         raise ValueError(f"px and py are on different devices ({px.device}, {py.device})")
 
-    backend = rnnt_backend()
     if backend != "torch":
         return _backend_module(backend).mutual_information_recursion(
             px=px, py=py, boundary=boundary, return_grad=return_grad
@@ -471,12 +467,13 @@ def _loss_from_logprobs(
     delay_penalty: float,
     reduction: str,
     return_grad: bool,
+    backend: str,
 ) -> LossWithGrads:
     """Delay penalty, recursion and reduction of -scores (common tail of every loss)."""
     _check_reduction(reduction)
     if delay_penalty > 0.0:
         px = _apply_delay_penalty(px, boundary, rnnt_type, delay_penalty)
-    result = mutual_information_recursion(px, py, boundary, return_grad)
+    result = mutual_information_recursion(px, py, boundary, return_grad, backend)
     scores, grads = result if return_grad else (result, None)
     if reduction == "none":
         loss = -scores
@@ -538,6 +535,7 @@ def rnnt_loss_simple(
     delay_penalty: float = 0.0,
     reduction: str = "mean",
     return_grad: bool = False,
+    backend: str = "torch",
 ) -> LossWithGrads:
     """RNN-T loss -log P(y | x) with the additive joiner of `get_rnnt_logprobs`.
 
@@ -547,10 +545,11 @@ def rnnt_loss_simple(
       reduction: "none" gives (B,) per-sequence losses; "mean" / "sum" reduce over the batch.
       return_grad: also return (px_grad, py_grad), the arc occupations of
         `mutual_information_recursion` (not negated, independent of `reduction`).
+      backend: the recursion's implementation, as in `mutual_information_recursion`.
     Returns loss, or (loss, (px_grad, py_grad)).
     """
     px, py = get_rnnt_logprobs(lm, am, symbols, termination_symbol, boundary, rnnt_type)
-    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, return_grad)
+    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, return_grad, backend)
 
 
 def get_rnnt_logprobs_smoothed(
@@ -625,6 +624,7 @@ def rnnt_loss_smoothed(
     delay_penalty: float = 0.0,
     reduction: str = "mean",
     return_grad: bool = False,
+    backend: str = "torch",
 ) -> LossWithGrads:
     """RNN-T loss -log P(y | x) on the smoothed lattice of `get_rnnt_logprobs_smoothed`.
 
@@ -637,7 +637,7 @@ def rnnt_loss_smoothed(
     px, py = get_rnnt_logprobs_smoothed(
         lm, am, symbols, termination_symbol, lm_only_scale, am_only_scale, boundary, rnnt_type
     )
-    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, return_grad)
+    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, return_grad, backend)
 
 
 # --------------------------------------------------------------------------------------------
@@ -831,6 +831,7 @@ def rnnt_loss_pruned(
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
     reduction: str = "mean",
+    backend: str = "torch",
 ) -> Tensor:
     """RNN-T loss -log P(y | x) over the paths that stay inside the pruning windows.
 
@@ -841,7 +842,7 @@ def rnnt_loss_pruned(
     px, py = get_rnnt_logprobs_pruned(
         logits, symbols, ranges, termination_symbol, boundary, rnnt_type
     )
-    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, False)
+    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, False, backend)
 
 
 # --------------------------------------------------------------------------------------------
@@ -888,6 +889,7 @@ def rnnt_loss(
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
     reduction: str = "mean",
+    backend: str = "torch",
 ) -> Tensor:
     """Exact RNN-T loss -log P(y | x) from the full joiner output logits (B, T, S+1, C).
 
@@ -895,5 +897,5 @@ def rnnt_loss(
     `rnnt_loss_simple`. Memory grows as B*T*S*C: use the pruned loss for training.
     """
     px, py = get_rnnt_logprobs_joint(logits, symbols, termination_symbol, boundary, rnnt_type)
-    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, False)
+    return _loss_from_logprobs(px, py, boundary, rnnt_type, delay_penalty, reduction, False, backend)
 
