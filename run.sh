@@ -67,7 +67,8 @@ run() {
   "$@"
 }
 
-# The shipped base model: its shape flags (also recorded in pretrained/README.md).
+# The base model's shape, for --pretrain (pretrained/README.md). Every later stage reads it from the
+# checkpoints, which carry their configuration.
 base_model_flags=(
   --num-encoder-layers 1,1,1,1,1,1 --feedforward-dim 256,256,256,256,256,256
   --encoder-dim 128,128,128,128,128,128 --encoder-unmasked-dim 128,128,128,128,128,128
@@ -92,7 +93,7 @@ else
 fi
 # The base model is shipped: only pretraining needs the source train split (7000 utterances, 6.9 h).
 if $pretrain; then prepare_args+=(--source-train 7000); else prepare_args+=(--source-train 0); fi
-model_flags=(--bpe-model data/lang_bpe_500/bpe.model --num-workers 0 "${base_model_flags[@]}")
+model_flags=(--bpe-model data/lang_bpe_500/bpe.model --num-workers 0)
 decode_flags=("${model_flags[@]}" --max-duration 100)
 # 25-s batches: 0.9 h of target audio is then about 130 updates per epoch. An epoch takes about
 # the same time (70 s on 2 cores) whatever the batch size, and the adapters' target-dev loss fell
@@ -149,7 +150,7 @@ fi
 if stage_on 5; then
   log "stage 5: decode both test sets with the adapters on and off (forgetting report)"
   run ./zipformer_adapter/decode.py --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 \
-    --use-adapters 1 --adapter-dim "$adapter_dim" --forgetting-report 1 --exp-dir "$adapter_dir" \
+    --use-adapters 1 --forgetting-report 1 --exp-dir "$adapter_dir" \
     --test-cuts "$test_cuts" --num-threads "$num_threads" "${decode_flags[@]}"
 fi
 
@@ -166,8 +167,7 @@ fi
 if stage_on 7; then
   log "stage 7: export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx"
   run ./zipformer_adapter/export-onnx.py --tokens data/lang_bpe_500/tokens.txt --use-averaged-model 0 \
-    --epoch "$adapter_epochs" --avg 1 --exp-dir "$adapter_dir" --use-adapters 1 --adapter-dim "$adapter_dim" \
-    "${base_model_flags[@]}"
+    --epoch "$adapter_epochs" --avg 1 --exp-dir "$adapter_dir" --use-adapters 1
   for kind in "" ".int8"; do
     name="epoch-$adapter_epochs-avg-1$kind"
     run ./zipformer/onnx_decode.py --runtime sherpa-onnx \

@@ -17,7 +17,7 @@ How the domain shift is built (defaults below; all of it is configurable):
 | train augment   | 30% light noise (20-35 dB), 30% speed      | none                                           |
 |                 | perturbation (0.9-1.1)                     |                                                |
 
-Why this shift (pilot, ../shared/design/pilot_experiment.md): a base trained on clean espeak-ng alone
+Why this shift (a pilot experiment): a base trained on clean espeak-ng alone
 was useless (97-98% WER) both on a new engine alone and on the telephone channel alone. So both
 domains use the same engine families, the target adds a channel + rate + topic shift, and the source
 training data is lightly augmented.

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Write a pretrained model file ({"model": state_dict}, icefall's pretrained.pt format) from a training run.
+"""Write a pretrained model file from a training run: icefall's pretrained.pt format, plus what it is.
 
   ./local/export_base_model.py --exp-dir exp/base/train --epoch 40 --avg 10 --out exp/base/pretrained.pt
 
-Averages like decode.py (--use-averaged-model by default). --dtype float16 halves the file, which
-is how the small base model is shipped in pretrained/ (it is loaded back into float32).
+The file holds {"model": state_dict, "model_config": ..., "vocabulary": ...}: icefall's scripts read
+its "model", this project's scripts also its configuration (no shape flags needed). Averages like
+decode.py (--use-averaged-model by default). --dtype float16 halves the file, which is how the
+small base model is shipped in pretrained/ (it is loaded back into float32).
 """
 import sys
 from pathlib import Path
@@ -12,12 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import os  # noqa: E402
 
 import torch  # noqa: E402
 
+from zipformer.atomic import write_atomically  # noqa: E402
 from zipformer.checkpoint import load_averaged_state_dict  # noqa: E402
-from zipformer.utils import exit_on_user_error, str2bool  # noqa: E402
+from zipformer.utils import exit_on_user_error, fail, str2bool  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -35,16 +37,14 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     if args.epoch < 1 and args.iter < 1:
-        raise SystemExit("error: pass --epoch N or --iter N: which checkpoints to export")
+        fail("pass --epoch N or --iter N: which checkpoints to export")
     with exit_on_user_error():
-        state_dict, description = load_averaged_state_dict(vars(args))
+        weights = load_averaged_state_dict(vars(args))
     dtype = getattr(torch, args.dtype)
-    state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    torch.save({"model": state_dict}, tmp)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MB, {args.dtype}) from {description}")
+    state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.state_dict.items()}
+    pretrained = {"model": state_dict, "model_config": weights.model_config, "vocabulary": weights.vocabulary}
+    write_atomically(args.out, lambda tmp: torch.save(pretrained, tmp))
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MB, {args.dtype}) from {weights.description}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 # Reference facts the tests compare with: k2's loss values, icefall's state_dict key lists.
@@ -46,6 +47,16 @@ TARGET_TEXTS = [
     "the network cable is broken again",
     "install the new kernel today",
 ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One PyTorch thread per test process: the tests' tensors are tiny, and on a 2-core machine
+    more threads only contend (several times slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

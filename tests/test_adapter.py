@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
+from zipformer.checkpoint import LoadedWeights
 from zipformer.training import get_parser as training_parser
 from zipformer.utils import AttributeDict, UserError
 from zipformer_adapter.adapter import (
@@ -18,7 +19,7 @@ from zipformer_adapter.adapter import (
 )
 from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe
 from zipformer_adapter.model import get_model
-from zipformer_adapter.train import AdapterTrainingRecipe
+from zipformer_adapter.training_recipe import AdapterTrainingRecipe, default_cuts
 
 
 def model_params(flags, **overrides) -> AttributeDict:
@@ -96,7 +97,7 @@ def test_use_adapters_0_loads_the_original_model_from_an_adapter_checkpoint():
     recipe = AdapterDecodingRecipe()
     params = model_params(TINY_MODEL_FLAGS, use_adapters=False)
     off = get_model(params).eval()
-    recipe.load_weights(off, adapted.state_dict(), params)
+    recipe.load_weights(off, LoadedWeights(adapted.state_dict(), "", "the checkpoint"), params)
     with adapters_disabled(adapted):
         assert torch.equal(encoder_output(off), encoder_output(adapted))
 
@@ -105,20 +106,34 @@ def test_decoding_with_the_wrong_adapter_dim_is_refused():
     adapted = get_model(model_params(TINY_MODEL_FLAGS, adapter_dim=4))
     params = model_params(TINY_MODEL_FLAGS, adapter_dim=8)
     with pytest.raises(UserError, match="pass --adapter-dim 4"):
-        AdapterDecodingRecipe().load_weights(get_model(params), adapted.state_dict(), params)
+        AdapterDecodingRecipe().load_weights(get_model(params), LoadedWeights(adapted.state_dict(), "", "ckpt"), params)
+
+
+def test_without_data_flags_the_recipe_fine_tunes_on_the_new_domain(tmp_path: Path):
+    what, train, valid = default_cuts(tmp_path)
+    assert what == "the embedded target domain" and train == str(tmp_path / "target_cuts_train.jsonl.gz")
+    assert valid == f"source={tmp_path / 'source_cuts_dev.jsonl.gz'},target={tmp_path / 'target_cuts_dev.jsonl.gz'}"
+    for name in ("cuts_S.jsonl.gz", "cuts_DEV.jsonl.gz", "librispeech_cuts_dev-clean.jsonl.gz"):
+        (tmp_path / name).write_bytes(b"")
+    what, train, valid = default_cuts(tmp_path)
+    assert what == "GigaSpeech" and train == str(tmp_path / "cuts_S.jsonl.gz")
+    assert valid.startswith("librispeech=") and f"gigaspeech={tmp_path / 'cuts_DEV.jsonl.gz'}" in valid
+    params = model_params(["--manifest-dir", tmp_path, "--valid-cuts", "mine=x.jsonl.gz"])
+    AdapterTrainingRecipe().choose_data(params)
+    assert params.train_cuts == str(tmp_path / "cuts_S.jsonl.gz") and params.valid_cuts == "mine=x.jsonl.gz"
 
 
 # ---- the scripts, on the tiny corpus -------------------------------------------------------------
 
 def finetune(corpus: dict, base_ckpt: Path, exp_dir: Path, *extra: str, check: bool = True):
-    """The seed tutorial's flags, with paths adapted to the tiny corpus."""
+    """The seed tutorial's flags, with paths adapted to the tiny corpus; no shape flags: the base
+    model file carries its configuration."""
     return run_script(
         "zipformer_adapter/train.py",
         "--num-epochs", "2", "--start-epoch", "1", "--use-fp16", "1", "--base-lr", "0.045",
         "--use-adapters", "1", "--adapter-dim", "4", "--do-finetune", "1", "--master-port", "13022",
         "--finetune-ckpt", base_ckpt, "--exp-dir", exp_dir,
         "--tensorboard", "0", "--average-period", "2", "--log-interval", "1",
-        *TINY_MODEL_FLAGS,
         *data_flags(corpus, train="target_train"),
         *extra,
         check=check,
@@ -127,10 +142,11 @@ def finetune(corpus: dict, base_ckpt: Path, exp_dir: Path, *extra: str, check: b
 
 @pytest.fixture(scope="module")
 def base_ckpt(tiny_base_exp: Path, tmp_path_factory) -> Path:
-    """The tiny base model as a published pretrained.pt: {'model': state_dict}."""
+    """The tiny base model as this project ships one: icefall's {'model': state_dict}, plus its
+    model configuration and vocabulary."""
     path = tmp_path_factory.mktemp("pretrained") / "pretrained.pt"
-    checkpoint = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)
-    torch.save({"model": checkpoint["model"]}, path)
+    checkpoint = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=True)
+    torch.save({k: checkpoint[k] for k in ("model", "model_config", "vocabulary")}, path)
     return path
 
 
@@ -141,12 +157,13 @@ def adapter_exp(tiny_corpus, base_ckpt: Path, tmp_path_factory) -> Path:
     return exp_dir
 
 
+@pytest.mark.slow
 def test_finetune_logs_counts_and_keeps_the_base_bit_identical(adapter_exp: Path, base_ckpt: Path):
     log = "\n".join(p.read_text() for p in (adapter_exp / "log").glob("log-train-*"))
     assert "Number of model parameters:" in log
     assert "trainable parameters (" in log and "% of the whole model)" in log
-    base = torch.load(base_ckpt, weights_only=False)["model"]
-    tuned = torch.load(adapter_exp / "epoch-2.pt", weights_only=False)["model"]
+    base = torch.load(base_ckpt, weights_only=True)["model"]
+    tuned = torch.load(adapter_exp / "epoch-2.pt", weights_only=True)["model"]
     assert {k for k in tuned if not is_adapter_key(k)} == set(base)
     for key, value in base.items():
         assert torch.equal(tuned[key], value), f"frozen weight {key} changed"
@@ -156,6 +173,7 @@ def test_finetune_logs_counts_and_keeps_the_base_bit_identical(adapter_exp: Path
     assert min(w.abs().max().item() for w in out_proj) > 5e-5, "an adapter's out_proj barely trained"
 
 
+@pytest.mark.slow
 def test_adapter_only_checkpoints_are_small_and_self_describing(adapter_exp: Path, base_ckpt: Path):
     full = adapter_exp / "epoch-2.pt"
     small = adapter_exp / "adapter-epoch-2.pt"
@@ -163,7 +181,7 @@ def test_adapter_only_checkpoints_are_small_and_self_describing(adapter_exp: Pat
     checkpoint = load_adapter_checkpoint(small)
     assert checkpoint["adapter_config"]["dim"] == 4
     assert checkpoint["adapter_config"]["positions"] == list(ADAPTER_POSITIONS)
-    assert checkpoint["base_fingerprint"] == base_fingerprint(torch.load(base_ckpt, weights_only=False)["model"])
+    assert checkpoint["base_fingerprint"] == base_fingerprint(torch.load(base_ckpt, weights_only=True)["model"])
     assert set(checkpoint["model"]) == set(checkpoint["model_avg"])
     assert all(is_adapter_key(k) for k in checkpoint["model"]) and adapter_dim_of(checkpoint["model"]) == 4
 
@@ -171,7 +189,7 @@ def test_adapter_only_checkpoints_are_small_and_self_describing(adapter_exp: Pat
 def decode_adapters(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
     return run_script(
         "zipformer_adapter/decode.py", "--exp-dir", exp_dir, "--max-sym-per-frame", "1",
-        *TINY_MODEL_FLAGS, *data_flags(corpus), *extra, check=check,
+        *data_flags(corpus), *extra, check=check,
     )
 
 
@@ -181,19 +199,21 @@ def hyps_of(res_dir: Path, pattern: str) -> str:
     return "\n".join(line for line in files[0].read_text().splitlines() if "hyp=" in line)
 
 
+@pytest.mark.slow
 def test_adapters_off_decodes_exactly_like_the_base(tiny_corpus, adapter_exp: Path, base_ckpt: Path, tmp_path: Path):
     decode_adapters(tiny_corpus, adapter_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0", "--use-adapters", "0")
     base_exp = tmp_path / "base"
     base_exp.mkdir()
     (base_exp / "epoch-2.pt").write_bytes(base_ckpt.read_bytes())
     run_script("zipformer/decode.py", "--exp-dir", base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0",
-               *TINY_MODEL_FLAGS, *data_flags(tiny_corpus))
+               *data_flags(tiny_corpus))
     for test_set in ("source", "target"):
         off = hyps_of(adapter_exp / "greedy_search", f"recogs-{test_set}-*-adapters-off.txt")
         base = hyps_of(base_exp / "greedy_search", f"recogs-{test_set}-*.txt")
         assert off == base
 
 
+@pytest.mark.slow
 def test_adapter_only_file_on_the_base_equals_the_full_checkpoint(tiny_corpus, adapter_exp: Path, base_ckpt: Path):
     decode_adapters(tiny_corpus, adapter_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0",
                     "--use-adapters", "1", "--adapter-dim", "4")
@@ -206,6 +226,7 @@ def test_adapter_only_file_on_the_base_equals_the_full_checkpoint(tiny_corpus, a
     assert hyps_of(adapter_exp / "greedy_search", "recogs-target-*-adapters-dim-4.txt") == full
 
 
+@pytest.mark.slow
 def test_averaging_adapter_only_files_and_the_forgetting_report(tiny_corpus, adapter_exp: Path, base_ckpt: Path):
     decode_adapters(tiny_corpus, adapter_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "1",
                     "--use-adapters", "1", "--adapter-dim", "4", "--base-ckpt", base_ckpt, "--forgetting-report", "1")
@@ -216,17 +237,31 @@ def test_averaging_adapter_only_files_and_the_forgetting_report(tiny_corpus, ada
     assert {line.split("\t")[0] for line in lines[1:]} == {"source", "target"}
 
 
+@pytest.mark.slow
 def test_resuming_needs_no_flag_flip(tiny_corpus, adapter_exp: Path, base_ckpt: Path, tmp_path: Path):
     (tmp_path / "epoch-1.pt").write_bytes((adapter_exp / "epoch-1.pt").read_bytes())
     finetune(tiny_corpus, base_ckpt, tmp_path, "--start-epoch", "2")
     log = "\n".join(p.read_text() for p in (tmp_path / "log").glob("log-train-*"))
     assert "not from --finetune-ckpt" in log
-    resumed = torch.load(tmp_path / "epoch-2.pt", weights_only=False)["model"]
-    straight = torch.load(adapter_exp / "epoch-2.pt", weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "epoch-2.pt", weights_only=True)["model"]
+    straight = torch.load(adapter_exp / "epoch-2.pt", weights_only=True)["model"]
     for key, value in straight.items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+@pytest.mark.slow
+def test_adapter_checkpoint_files_decode_at_any_iter(tiny_corpus, base_ckpt: Path, tmp_path: Path):
+    """--iter N takes the newest adapter-checkpoint-*.pt at or below N, as the full-checkpoint averaging does."""
+    finetune(tiny_corpus, base_ckpt, tmp_path, "--num-epochs", "1", "--save-every-n", "1",
+             "--train-cuts", tiny_corpus["source_train"])
+    numbers = sorted(int(p.stem.rsplit("-", 1)[1]) for p in tmp_path.glob("adapter-checkpoint-*.pt"))
+    assert len(numbers) >= 2
+    decode_adapters(tiny_corpus, tmp_path, "--iter", str(numbers[-1] + 5), "--avg", "1", "--use-averaged-model", "0",
+                    "--base-ckpt", base_ckpt)
+    assert list((tmp_path / "greedy_search").glob(f"recogs-target-*iter-{numbers[-1] + 5}-avg-1-*-adapters-dim-4.txt"))
+
+
+@pytest.mark.slow
 def test_ddp_adapter_finetune_with_gloo(tiny_corpus, base_ckpt: Path, tmp_path: Path):
     # The source training set: the 4-cut target set is too small to give both ranks a batch.
     finetune(tiny_corpus, base_ckpt, tmp_path, "--num-epochs", "1", "--world-size", "2", "--master-port", "29533",
@@ -234,12 +269,13 @@ def test_ddp_adapter_finetune_with_gloo(tiny_corpus, base_ckpt: Path, tmp_path: 
     assert (tmp_path / "epoch-1.pt").is_file() and (tmp_path / "adapter-epoch-1.pt").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make_args, message",
     [
         (lambda base, tmp: ["--finetune-ckpt", tmp / "missing.pt"], "not found"),
         (lambda base, tmp: ["--finetune-ckpt", "", "--do-finetune", "1"], "needs --finetune-ckpt"),
-        (lambda base, tmp: ["--encoder-dim", "32,32,48,48,48,48"], "does not fit the model"),
+        (lambda base, tmp: ["--encoder-dim", "32,32,48,48,48,48"], "--encoder-dim 32,32,48,48,48,48 contradicts"),
     ],
 )
 def test_finetune_bad_input_is_one_clear_line(tiny_corpus, base_ckpt: Path, tmp_path: Path, make_args, message):

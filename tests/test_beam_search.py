@@ -20,13 +20,6 @@ BLANK = 0
 NEG = -30.0  # a logit for "never": probability about e^-30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: extra threads only add contention on the shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class TinyModel(nn.Module):

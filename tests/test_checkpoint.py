@@ -1,4 +1,4 @@
-"""Checkpoint save/load/averaging against hand-computed tensors (design §4.8, §4.10, §5.4)."""
+"""Checkpoint save/load/averaging against hand-computed tensors; plain-data files that load without pickle."""
 import copy
 import logging
 from pathlib import Path
@@ -14,6 +14,9 @@ from zipformer.checkpoint import (
     find_checkpoints,
     load_averaged_state_dict,
     load_checkpoint,
+    read_checkpoint_file,
+    read_checkpoint_metadata,
+    read_model_file,
     remove_checkpoints,
     save_checkpoint,
     strip_ddp_prefix,
@@ -55,8 +58,8 @@ class _Sampler:
         self.state = dict(state)
 
 
-def _write(path: Path, model: nn.Module, model_avg=None, **params) -> None:
-    save_checkpoint(path, model, model_avg=model_avg, params=AttributeDict(params))
+def _write(path: Path, model: nn.Module, model_avg=None, **state) -> None:
+    save_checkpoint(path, model, model_avg=model_avg, state=state)
 
 
 # ---------------------------------------------------------------- save
@@ -67,31 +70,37 @@ def test_saved_checkpoint_has_the_reference_keys(tmp_path: Path) -> None:
     model_avg = copy.deepcopy(model).to(torch.float64)
     opt = ScaledAdam(model.parameters(), lr=0.045)
     scheduler = Eden(opt, lr_batches=7500, lr_epochs=3.5)
-    params = AttributeDict(
-        batch_idx_train=1234, average_period=200, exp_dir=tmp_path, best_valid_loss=1.5
-    )
+    state = {"batch_idx_train": 1234, "average_period": 200, "best_valid_loss": 1.5}
+    metadata = {
+        "model_config": {"encoder_dim": (192, 256), "causal": False},
+        "vocabulary": {"size": 500, "fingerprint": "0123456789abcdef"},
+        "train_config": {"exp_dir": tmp_path, "finetune_ckpt": None},
+    }
     sampler = _Sampler()
     save_checkpoint(
-        tmp_path / "epoch-1.pt", model, model_avg=model_avg, params=params, optimizer=opt,
+        tmp_path / "epoch-1.pt", model, model_avg=model_avg, state=state, metadata=metadata, optimizer=opt,
         scheduler=scheduler, scaler=create_grad_scaler(False, "cpu"), sampler=sampler,
     )
-    saved = torch.load(tmp_path / "epoch-1.pt", weights_only=False)
+    # Plain data only: no pickle is needed to read it back.
+    saved = torch.load(tmp_path / "epoch-1.pt", weights_only=True)
     assert set(saved) == {
         "model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg",
-        "batch_idx_train", "average_period", "exp_dir", "best_valid_loss",
+        "batch_idx_train", "average_period", "best_valid_loss", "model_config", "vocabulary", "train_config",
     }
     assert saved["scheduler"] == {"epoch": 0, "batch": 0}
     assert saved["sampler"] == sampler.state
-    assert saved["exp_dir"] == tmp_path and saved["batch_idx_train"] == 1234
+    assert saved["batch_idx_train"] == 1234
+    assert saved["model_config"] == {"encoder_dim": [192, 256], "causal": False}
+    assert saved["train_config"] == {"exp_dir": str(tmp_path), "finetune_ckpt": None}
     assert saved["model_avg"]["lin.weight"].dtype == torch.float32
     assert saved["model_avg"]["count"].dtype == torch.int64
     # The live running average keeps float64 (the upstream in-place conversion is a bug).
     assert model_avg.lin.weight.dtype == torch.float64
 
 
-def test_params_may_not_shadow_state_keys(tmp_path: Path) -> None:
+def test_state_may_not_shadow_component_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model_avg"):
-        save_checkpoint(tmp_path / "x.pt", _Tiny(), params={"model_avg": 1})
+        save_checkpoint(tmp_path / "x.pt", _Tiny(), state={"model_avg": 1})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -160,7 +169,7 @@ def test_load_checkpoint_restores_everything_and_returns_the_rest(tmp_path: Path
     sampler.state["position"] = 5
     save_checkpoint(
         tmp_path / "epoch-3.pt", model, model_avg=model_avg,
-        params={"batch_idx_train": 77, "cur_epoch": 3},
+        state={"batch_idx_train": 77, "cur_epoch": 3},
         optimizer=opt, scheduler=scheduler, sampler=sampler,
     )
 
@@ -184,7 +193,7 @@ def test_load_checkpoint_restores_everything_and_returns_the_rest(tmp_path: Path
 
 def test_states_of_components_not_given_are_handed_back(tmp_path: Path) -> None:
     model_avg = _with_values([[1.0, 2.0], [3.0, 4.0]], [0.0, 0.0], [0, 0]).to(torch.float64)
-    save_checkpoint(tmp_path / "epoch-1.pt", _Tiny(), model_avg=model_avg, params={"x": 1})
+    save_checkpoint(tmp_path / "epoch-1.pt", _Tiny(), model_avg=model_avg, state={"x": 1})
     rest = load_checkpoint(tmp_path / "epoch-1.pt", _Tiny())
     assert set(rest) == {"optimizer", "scheduler", "grad_scaler", "sampler", "model_avg", "x"}
     assert torch.equal(rest["model_avg"]["lin.weight"], model_avg.lin.weight.float())
@@ -205,7 +214,7 @@ def test_strict_mismatch_names_the_keys(tmp_path: Path, caplog: pytest.LogCaptur
         load_checkpoint(tmp_path / "epoch-1.pt", _Tiny())
     message = str(err.value)
     assert "unexpected keys: adapter.weight, adapter.bias (2)" in message
-    assert "epoch-1.pt" in message and "--use-adapters" in message
+    assert "epoch-1.pt" in message and "the recipe that trained it" in message
 
     save_checkpoint(tmp_path / "epoch-2.pt", _Tiny())
     with pytest.raises(UserError, match="missing keys: adapter.weight, adapter.bias"):
@@ -234,6 +243,48 @@ def test_shape_mismatch_is_a_user_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"epoch-9\.pt does not exist: check --exp-dir and --epoch"):
         load_checkpoint(tmp_path / "epoch-9.pt", _Tiny())
+
+
+class _Pickled:
+    """Any Python object: a file holding one needs pickle (and could run code) to load."""
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"not a checkpoint at all", "not a readable checkpoint"),
+        ("truncated", "not a readable checkpoint"),
+        ("pickled", "only pickle can load"),
+    ],
+)
+def test_unreadable_or_unsafe_files_are_refused_by_name(tmp_path: Path, content, message) -> None:
+    path = tmp_path / "epoch-1.pt"
+    if content == "truncated":
+        save_checkpoint(path, _Tiny())
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "pickled":
+        torch.save({"model": _Tiny().state_dict(), "params": _Pickled()}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as err:
+        read_checkpoint_file(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_file_and_metadata_are_read_without_the_tensors(tmp_path: Path) -> None:
+    path = tmp_path / "pretrained.pt"
+    config = {"encoder_dim": [32, 48], "causal": False}
+    vocabulary = {"size": 40, "fingerprint": "00ff00ff00ff00ff"}
+    save_checkpoint(path, _Tiny(), metadata={"model_config": config, "vocabulary": vocabulary})
+    weights = read_model_file(path, flag="--checkpoint")
+    assert set(weights.state_dict) == {"lin.weight", "lin.bias", "count"}
+    assert weights.model_config == config and weights.vocabulary == vocabulary
+    assert read_checkpoint_metadata(path)["model_config"] == config
+    # icefall's pretrained.pt: weights only, no configuration.
+    torch.save({"model": _Tiny().state_dict()}, path)
+    weights = read_model_file(path)
+    assert weights.model_config is None and weights.vocabulary is None
 
 
 # ---------------------------------------------------------------- averaging
@@ -310,7 +361,7 @@ def test_update_averaged_model_is_the_running_mean_of_snapshots() -> None:
         update_averaged_model({"average_period": 200, "batch_idx_train": 100}, _Tiny(), model_avg)
 
 
-# ---------------------------------------------------------------- decode-time selection (§5.4)
+# ---------------------------------------------------------------- decode-time selection
 
 
 def _decode_params(exp_dir: Path, epoch=3, iter=0, avg=1, use_averaged_model=False) -> AttributeDict:
@@ -335,7 +386,7 @@ def exp_dir(tmp_path: Path) -> Path:
         model_avg = _with_values([[n / 5] * 2] * 2, [0.0, 0.0], [0, 0]).to(torch.float64)
         save_checkpoint(
             tmp_path / f"checkpoint-{n}.pt", model, model_avg=model_avg,
-            params={"batch_idx_train": n, "average_period": 10},
+            state={"batch_idx_train": n, "average_period": 10},
         )
     return tmp_path
 
@@ -346,19 +397,24 @@ def _weight(state: dict) -> float:
 
 
 def test_decode_modes_select_the_documented_files(exp_dir: Path) -> None:
-    state, description = load_averaged_state_dict(_decode_params(exp_dir, epoch=3, avg=1))
+    weights = load_averaged_state_dict(_decode_params(exp_dir, epoch=3, avg=1))
+    state, description = weights.state_dict, weights.description
     assert _weight(state) == 3.0 and "epoch-3.pt" in description
-    state, _ = load_averaged_state_dict(_decode_params(exp_dir, epoch=3, avg=2))
+    weights = load_averaged_state_dict(_decode_params(exp_dir, epoch=3, avg=2))
+    state = weights.state_dict
     assert _weight(state) == 2.5
     # model_avg range (100, 300]: (300·30 − 100·10) / 200 = 40.
     flags = _decode_params(exp_dir, epoch=3, avg=2, use_averaged_model=True)
-    state, description = load_averaged_state_dict(flags)
+    weights = load_averaged_state_dict(flags)
+    state, description = weights.state_dict, weights.description
     assert _weight(state) == pytest.approx(40.0) and "epoch-1.pt" in description
-    state, _ = load_averaged_state_dict(_decode_params(exp_dir, iter=200, avg=2))
+    weights = load_averaged_state_dict(_decode_params(exp_dir, iter=200, avg=2))
+    state = weights.state_dict
     assert _weight(state) == 2.0  # mean of checkpoint-150 (3) and checkpoint-50 (1)
     # model_avg range (50, 250]: (250·50 − 50·10) / 200 = 60.
     flags = _decode_params(exp_dir, iter=300, avg=2, use_averaged_model=True)
-    state, _ = load_averaged_state_dict(flags)
+    weights = load_averaged_state_dict(flags)
+    state = weights.state_dict
     assert _weight(state) == pytest.approx(60.0)
 
 
@@ -402,7 +458,8 @@ def test_file_name_prefix_selects_a_separate_family(tmp_path: Path) -> None:
     assert names == ["adapter-checkpoint-20.pt", "adapter-checkpoint-10.pt"]
     assert [Path(f).name for f in find_checkpoints(tmp_path)] == ["checkpoint-30.pt"]
     flags = _decode_params(tmp_path, epoch=2, avg=2)
-    state, description = load_averaged_state_dict(flags, prefix="adapter-")
+    weights = load_averaged_state_dict(flags, prefix="adapter-")
+    state, description = weights.state_dict, weights.description
     assert _weight(state) == 1.5 and "adapter-epoch-1.pt" in description
     with pytest.raises(UserError, match=r"adapter-epoch-3\.pt.*available epochs: 1, 2"):
         load_averaged_state_dict(_decode_params(tmp_path, epoch=3, avg=1), prefix="adapter-")

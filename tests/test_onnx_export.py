@@ -21,10 +21,12 @@ import onnx
 import pytest
 import torch
 
+from conftest import run_script
 from zipformer.beam_search import greedy_search_batch
 from zipformer.checkpoint import load_averaged_state_dict
 from zipformer.model_args import add_model_arguments
 from zipformer.model_args import get_model as get_base_model
+from zipformer.model_config import model_config
 from zipformer.onnx_export import OnnxDecoder, OnnxEncoder, OnnxJoiner, read_metadata
 from zipformer.onnx_inference import (
     LOG_EPS,
@@ -36,7 +38,9 @@ from zipformer.onnx_inference import (
     tokens_to_text,
 )
 from zipformer.utils import AttributeDict, UserError
+from zipformer.vocabulary import tokens_vocabulary
 from zipformer_adapter.adapter import adapter_fingerprint, adapters_disabled, base_fingerprint, save_adapter_checkpoint
+from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe
 from zipformer_adapter.model import get_model as get_adapter_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,12 +72,6 @@ SYMBOLS = ["<blk>", "<sos/eos>", "<unk>", "\u2581"] + LETTERS + ["\u2581" + c fo
 TEXTS = ["Hello world", "The quick brown fox jumps over the lazy dog", "Export the model and decode it", "Adapters"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def model_params(use_adapters: bool) -> AttributeDict:
@@ -88,10 +86,6 @@ def model_params(use_adapters: bool) -> AttributeDict:
 def write_tokens(path: Path, symbols: Sequence[str]) -> Path:
     path.write_text("".join(f"{s} {i}\n" for i, s in enumerate(symbols)), encoding="utf-8")
     return path
-
-
-def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
 @contextmanager
@@ -144,10 +138,16 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
         model.joiner.output_linear.weight.mul_(4.0)  # more varied (random) transcripts
         model.joiner.output_linear.bias[UNK_ID] = -30.0
     model.eval()
-    torch.save({"model": model.state_dict()}, exp_dir / "epoch-3.pt")
+    info = {
+        "batch_idx_train": 300,
+        "average_period": 10,
+        "model_config": model_config(model_params(use_adapters=True), AdapterDecodingRecipe.config_keys),
+        "vocabulary": tokens_vocabulary(dict(enumerate(SYMBOLS))),
+    }
+    torch.save({"model": model.state_dict(), **info}, exp_dir / "epoch-3.pt")
     base_state = {k: v for k, v in model.state_dict().items() if "adapter" not in k}
     torch.save({"model": base_state}, root / "base.pt")
-    save_adapter_checkpoint(exp_dir / "adapter-epoch-3.pt", model, None, ADAPTER_DIM, "zero", 300, 10)
+    save_adapter_checkpoint(exp_dir / "adapter-epoch-3.pt", model, None, info, "zero")
 
     start = {k: v + 0.01 * torch.randn_like(v) for k, v in base_state.items()}
     for epoch, (weights, batches) in enumerate(((start, 100), (base_state, 200)), start=1):
@@ -155,9 +155,9 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
             {"model": weights, "model_avg": weights, "batch_idx_train": batches, "average_period": 10},
             base_dir / f"epoch-{epoch}.pt",
         )
-    averaged, _ = load_averaged_state_dict(
+    averaged = load_averaged_state_dict(
         {"epoch": 2, "iter": 0, "avg": 1, "use_averaged_model": True, "exp_dir": base_dir}
-    )
+    ).state_dict
     base_model = get_base_model(model_params(use_adapters=False))
     base_model.load_state_dict(averaged)
     return SimpleNamespace(
@@ -172,7 +172,7 @@ def exported(tiny) -> Dict[str, Path]:
         tiny.exp_dir, tiny.tokens, "--use-averaged-model", "false", "--epoch", "3", "--avg", "1",
         "--use-adapters", "1", "--adapter-dim", str(ADAPTER_DIM), *TUTORIAL_FLAGS,
     )
-    result = run_script(ADAPTER_EXPORT, *argv)
+    result = run_script(ADAPTER_EXPORT, *argv, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     files = {}
     for name in ("encoder", "decoder", "joiner"):
@@ -330,6 +330,7 @@ def test_int8_is_close_to_fp32(exported):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_onnx_pretrained_equals_torch_greedy_search(exported, tiny, utterances):
     table = read_tokens(tiny.tokens)
     expected = [tokens_to_text(ids, table) for ids in torch_greedy(tiny.model, utterances.features)]
@@ -343,7 +344,6 @@ def test_onnx_pretrained_equals_torch_greedy_search(exported, tiny, utterances):
         "--num-threads", "1",
         *map(str, utterances.audio),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines == [f"{audio}: {text}" for audio, text in zip(utterances.audio, expected)]
 
@@ -381,6 +381,7 @@ def sherpa_transcripts(
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sherpa_onnx_fp32_equals_torch_and_int8_loads(exported, tiny, utterances):
     table = read_tokens(tiny.tokens)
     # sherpa-onnx decodes each stream on its own: compare with unpadded PyTorch runs.
@@ -502,10 +503,12 @@ def test_adapter_dim_that_does_not_match_is_a_clear_error(tiny):
     assert "dim 8" in message and "--adapter-dim 8" in message
 
 
-def test_base_export_of_an_adapter_checkpoint_points_to_the_adapter_script(tiny):
+def test_base_export_of_an_adapter_checkpoint_points_to_the_recipe_that_trained_it(tiny):
     argv = export_argv(tiny.exp_dir, tiny.tokens, "--use-averaged-model", "0", "--epoch", "3", "--avg", "1")
     message = _export_error(BASE_EXPORT, argv, tiny.exp_dir)
-    assert "unexpected keys 48" in message and "zipformer_adapter/export-onnx.py" in message
+    assert "unexpected keys:" in message and "(48 in total)" in message and "the recipe that trained it" in message
+    # The base recipe knows no tuner by name: the checkpoint's own configuration says what it has.
+    assert f"settings this recipe lacks: use_adapters=True, adapter_dim={ADAPTER_DIM}" in message
 
 
 def test_read_tokens(tmp_path):

@@ -1,4 +1,4 @@
-"""ScaledAdam, Eden and the GradScaler policy against hand computations (design §4.5-4.7)."""
+"""ScaledAdam, Eden and the GradScaler policy against hand computations."""
 import copy
 import io
 import logging
@@ -15,15 +15,6 @@ from zipformer.grad_scale import (
     create_grad_scaler,
 )
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: extra threads only contend for the 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rms(t: torch.Tensor) -> float:

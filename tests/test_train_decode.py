@@ -6,6 +6,9 @@ import torch
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 
+# Every test here starts training, decoding or data-preparation subprocesses.
+pytestmark = pytest.mark.slow
+
 
 def train(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
     return run_script(
@@ -23,10 +26,10 @@ def train(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
 
 
 def decode(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
+    """No model-shape flags: the checkpoints carry their configuration."""
     return run_script(
         "zipformer/decode.py",
         "--exp-dir", exp_dir,
-        *TINY_MODEL_FLAGS,
         *data_flags(corpus),
         *extra,
         check=check,
@@ -42,18 +45,22 @@ def train_log(exp_dir: Path) -> str:
 def test_training_writes_icefall_checkpoints_and_logs(tiny_base_exp: Path):
     for name in ("epoch-1.pt", "epoch-2.pt", "best-train-loss.pt", "best-valid-loss.pt"):
         assert (tiny_base_exp / name).is_file(), name
-    checkpoint = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)
+    # Plain data: every checkpoint loads without pickle.
+    checkpoint = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=True)
     for key in ("model", "model_avg", "optimizer", "scheduler", "grad_scaler", "sampler", "batch_idx_train",
-                "best_train_loss", "best_valid_loss", "average_period", "cur_epoch", "vocab_size"):
+                "best_train_loss", "best_valid_loss", "average_period", "cur_epoch",
+                "model_config", "vocabulary", "train_config"):
         assert key in checkpoint, key
     assert checkpoint["cur_epoch"] == 2 and checkpoint["batch_idx_train"] > 0
+    assert checkpoint["model_config"]["encoder_dim"] == [32, 32, 48, 48, 48, 32]
+    assert checkpoint["vocabulary"]["size"] == checkpoint["train_config"]["vocab_size"] == 40
     assert all(v.dtype == torch.float32 for v in checkpoint["model_avg"].values() if v.is_floating_point())
     log = train_log(tiny_base_exp)
     assert "Number of model parameters:" in log
     assert "Epoch 1, batch 0, loss[loss=" in log and "tot_loss[" in log and "over " in log
     assert "s of audio/s" in log and "peak memory" in log
     assert "validation on dev" in log
-    assert not list(tiny_base_exp.glob("*.tmp")), "a temporary checkpoint file was left behind"
+    assert not list(tiny_base_exp.glob(".tmp-*")), "a temporary checkpoint file was left behind"
 
 
 def first_batch_loss_scales(log: str) -> tuple:
@@ -76,8 +83,8 @@ def test_resume_continues_the_same_run(tiny_corpus, tiny_base_exp: Path, tmp_pat
     (tmp_path / "epoch-1.pt").write_bytes((tiny_base_exp / "epoch-1.pt").read_bytes())
     train(tiny_corpus, tmp_path, "--num-epochs", "2", "--start-epoch", "2")
     assert "Resuming from" in train_log(tmp_path)
-    resumed = torch.load(tmp_path / "epoch-2.pt", map_location="cpu", weights_only=False)
-    straight = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)
+    resumed = torch.load(tmp_path / "epoch-2.pt", map_location="cpu", weights_only=True)
+    straight = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=True)
     assert resumed["batch_idx_train"] == straight["batch_idx_train"]
     for key, value in straight["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
@@ -142,7 +149,8 @@ def test_fp16_on_cpu_says_so_and_trains_in_float32(tiny_corpus, tmp_path: Path):
     [
         (["--epoch", "9", "--avg", "1", "--use-averaged-model", "0"], "epoch-9.pt"),
         (["--epoch", "2", "--avg", "5", "--use-averaged-model", "1"], "--avg"),
-        (["--epoch", "2", "--avg", "1", "--decoding-method", "fast_beam_search"], "needs k2"),
+        (["--epoch", "2", "--avg", "1", "--decoding-method", "fast_beam_search"], "use one of greedy_search"),
+        (["--epoch", "2", "--avg", "1", "--encoder-dim", "64"], "--encoder-dim 64 contradicts"),
     ],
 )
 def test_decode_bad_input_is_one_clear_line(tiny_corpus, tiny_base_exp: Path, extra, message):
@@ -152,15 +160,25 @@ def test_decode_bad_input_is_one_clear_line(tiny_corpus, tiny_base_exp: Path, ex
     assert last.startswith("error: ") and message in last, proc.stderr[-2000:]
 
 
-def test_decode_with_a_bpe_model_of_another_vocab_is_refused(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    "vocab_size, texts, message",
+    [
+        (35, "source", "trained with 40 tokens but --bpe-model"),
+        (40, "other", "another BPE model of the same size"),  # decoded without a word before
+    ],
+)
+def test_decode_with_another_bpe_model_is_refused(tiny_corpus, tiny_base_exp: Path, tmp_path: Path,
+                                                  vocab_size, texts, message):
     from local.prepare_lang import train_bpe
     from conftest import SOURCE_TEXTS
 
-    other = train_bpe([t.upper() for t in SOURCE_TEXTS], tmp_path / "lang", vocab_size=35)
+    sentences = SOURCE_TEXTS if texts == "source" else [t[::-1] + " " + t for t in SOURCE_TEXTS]
+    other = train_bpe([t.upper() for t in sentences], tmp_path / "lang", vocab_size=vocab_size)
     proc = decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0",
                   "--bpe-model", other, check=False)
     assert proc.returncode != 0
-    assert "--bpe-model the model was trained with" in proc.stderr.strip().splitlines()[-1]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last and "the model was trained with" in last
 
 
 def test_training_on_a_missing_cut_file_is_one_clear_line(tiny_corpus, tmp_path: Path):
@@ -181,7 +199,7 @@ def test_pretrained_py_transcribes_audio_files_like_decode_py(tiny_corpus, tiny_
     audio = sorted((Path(tiny_corpus["source_test"]).parent / "audio").glob("*.flac"))
     proc = run_script(
         "zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt",
-        "--bpe-model", tiny_corpus["bpe_model"], *TINY_MODEL_FLAGS, *audio,
+        "--bpe-model", tiny_corpus["bpe_model"], *audio,
     )
     lines = proc.stdout.strip().split("\n")
     got = {Path(lines[i].rstrip(":")).stem: lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].endswith(":") else ""
@@ -191,7 +209,7 @@ def test_pretrained_py_transcribes_audio_files_like_decode_py(tiny_corpus, tiny_
 
 def test_pretrained_py_refuses_a_missing_audio_file(tiny_corpus, tiny_base_exp: Path):
     proc = run_script("zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt",
-                      "--bpe-model", tiny_corpus["bpe_model"], *TINY_MODEL_FLAGS, "nope.wav", check=False)
+                      "--bpe-model", tiny_corpus["bpe_model"], "nope.wav", check=False)
     assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == "error: audio file nope.wav not found"
 
 
@@ -246,7 +264,7 @@ def test_torchrun_runs_the_same_script(tiny_corpus, tmp_path: Path):
 
 def test_full_finetuning_from_a_pretrained_file(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
     pretrained = tmp_path / "pretrained.pt"
-    base = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=False)["model"]
+    base = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=True)["model"]
     torch.save({"model": {f"module.{k}": v for k, v in base.items()}}, pretrained)  # as DDP saved it
     train(tiny_corpus, tmp_path / "exp", "--num-epochs", "1", "--finetune-ckpt", pretrained, "--base-lr", "0.0045",
           "--train-cuts", tiny_corpus["source_train"])
@@ -259,6 +277,6 @@ def test_full_finetuning_from_a_pretrained_file(tiny_corpus, tiny_base_exp: Path
     assert loss == pytest.approx(simple + 0.1 * pruned, rel=2e-3)
     loss, simple, pruned = first_batch_loss_scales(log)
     assert loss == pytest.approx(0.5 * simple + pruned, rel=2e-3)
-    tuned = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=False)["model"]
+    tuned = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=True)["model"]
     assert tuned.keys() == base.keys()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)

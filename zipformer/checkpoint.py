@@ -1,15 +1,27 @@
-"""Training checkpoints: atomic save, strict load, resume, and the averaging used at decode time.
+"""Training checkpoints: atomic save, strict load without pickle, resume, and decode-time averaging.
 
-File layout (compatible with icefall): `epoch-{N}.pt`, `checkpoint-{batch_idx_train}.pt`; each holds
-"model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg" (float32) and every entry
-of `params` flattened in at top level (batch_idx_train, average_period, ...).
+File layout (icefall's names): `epoch-{N}.pt`, `checkpoint-{batch_idx_train}.pt`; each holds
+"model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg" (float32), the training
+loop's state flattened in at top level as icefall does (batch_idx_train, average_period,
+best_valid_loss, ...), and what the file is:
+  "model_config": the flags that build the model (shape, causal settings, tuner settings), so that
+                  decoding and export need no shape flags;
+  "vocabulary":   {"size", "fingerprint"} of the BPE model it was trained with (zipformer.vocabulary);
+  "train_config": every training flag, for the record.
+Everything is plain data (tensors, numbers, strings, lists, dicts), so every file loads with
+`torch.load(weights_only=True)`: opening a checkpoint someone sent you runs no code. icefall's
+`pretrained.pt` ({"model": state_dict}) loads the same way, without configuration.
 """
+import argparse
 import hashlib
 import logging
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -18,13 +30,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from zipformer.atomic import write_atomically
-from zipformer.utils import UserError
+from zipformer.utils import UserError, str2bool
 
 PathLike = Union[str, Path]
 StateDict = dict[str, Tensor]
 
-# Keys holding component states; everything else in a checkpoint is a flattened `params` entry.
+# Keys holding component states; everything else in a checkpoint is loop state or metadata.
 _STATE_KEYS = ("model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg")
+METADATA_KEYS = ("model_config", "vocabulary", "train_config")
 # How many key names an error message lists before summarising with a count.
 _KEYS_SHOWN = 5
 
@@ -33,11 +46,37 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+@dataclass
+class LoadedWeights:
+    """Model weights read from checkpoint files, and what the newest of them says about itself.
+
+    model_config and vocabulary are None for a file that records none (icefall's pretrained.pt).
+    """
+
+    state_dict: StateDict
+    description: str
+    source: str
+    model_config: Optional[dict[str, Any]] = None
+    vocabulary: Optional[dict[str, Any]] = None
+
+
+def to_plain(value: Any) -> Any:
+    """`value` as plain data that torch.load(weights_only=True) reads: Path -> str, tuple -> list."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str, Tensor)):
+        return value
+    return str(value)
+
+
 def save_checkpoint(
     filename: PathLike,
     model: nn.Module,
     model_avg: Optional[nn.Module] = None,
-    params: Optional[Mapping[str, Any]] = None,
+    state: Optional[Mapping[str, Any]] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
     optimizer: Optional[torch.optim.Optimizer] = None,
     scheduler: Optional[Any] = None,
     scaler: Optional[torch.amp.GradScaler] = None,
@@ -46,6 +85,8 @@ def save_checkpoint(
 ) -> None:
     """Write a training checkpoint to `filename` atomically. Ranks other than 0 write nothing.
 
+    `state`: the loop state (batch_idx_train, average_period, best losses, ...), flattened in at
+    top level; `metadata`: model_config, vocabulary, train_config. Both are stored as plain data.
     model_avg is stored as float32; the live (float64) model_avg is not modified.
     """
     if rank != 0:
@@ -62,15 +103,15 @@ def save_checkpoint(
         checkpoint["model_avg"] = {
             k: v.float() if v.is_floating_point() else v for k, v in model_avg.state_dict().items()
         }
-    for key, value in (params or {}).items():
+    for key, value in {**(state or {}), **(metadata or {})}.items():
         if key in _STATE_KEYS:
-            raise ValueError(f"params entry '{key}' clashes with a checkpoint state key; rename it")
-        checkpoint[key] = value
+            raise ValueError(f"checkpoint entry '{key}' clashes with a component state key; rename it")
+        checkpoint[key] = to_plain(value)
     write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
 
 
-def read_model_state_dict(filename: PathLike, flag: str = "checkpoint") -> StateDict:
-    """The "model" entry of a checkpoint file (e.g. icefall's pretrained.pt), without a DDP prefix.
+def read_model_file(filename: PathLike, flag: str = "checkpoint") -> LoadedWeights:
+    """The weights and metadata of one model file (e.g. icefall's pretrained.pt), without a DDP prefix.
 
     `flag` names where the path came from (e.g. "--finetune-ckpt") in the error messages.
     """
@@ -80,7 +121,24 @@ def read_model_state_dict(filename: PathLike, flag: str = "checkpoint") -> State
     )
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise UserError(f"{flag} {path} has no 'model' entry: expected a checkpoint saved as {{'model': state_dict}}")
-    return strip_ddp_prefix(checkpoint["model"])
+    return LoadedWeights(
+        strip_ddp_prefix(checkpoint["model"]),
+        f"model of {path}",
+        str(path),
+        checkpoint.get("model_config"),
+        checkpoint.get("vocabulary"),
+    )
+
+
+def read_checkpoint_metadata(filename: PathLike, missing: Optional[str] = None) -> dict[str, Any]:
+    """The plain-data entries of a checkpoint (loop state and metadata), without reading its tensors.
+
+    `missing`: the error when the file does not exist, as for read_checkpoint_file.
+    """
+    checkpoint = read_checkpoint_file(filename, mmap=True, missing=missing)
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{filename} is not a checkpoint of this project or icefall's (not a dict)")
+    return {k: v for k, v in checkpoint.items() if k not in _STATE_KEYS}
 
 
 def tensors_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -162,7 +220,7 @@ def load_model_state_dict(
     if wrong_shape:
         raise UserError(
             f"{source} does not fit the model: shape mismatch for {_describe_keys(wrong_shape)}; "
-            "check that the model flags (--encoder-dim, --adapter-dim, ...) match the training run"
+            "the checkpoint records no configuration that fits: pass the model flags it was trained with"
         )
     if missing or unexpected:
         problems = []
@@ -172,18 +230,24 @@ def load_model_state_dict(
             problems.append(f"unexpected keys: {_describe_keys(unexpected)}")
         if strict:
             raise UserError(
-                f"{source} does not match the model: {'; '.join(problems)}. Check that the model "
-                "flags (e.g. --use-adapters/--adapter-dim) match the checkpoint, or load it "
-                "non-strictly on purpose"
+                f"{source} does not match the model: {'; '.join(problems)}. Decode it with the recipe "
+                "that trained it and the flags it was trained with, or load it non-strictly on purpose"
             )
         logging.warning(f"Loading {source} non-strictly: {'; '.join(problems)}")
     model.load_state_dict(state_dict, strict=False)
 
 
 def read_checkpoint_file(
-    filename: PathLike, device: Union[str, torch.device] = "cpu", missing: Optional[str] = None
+    filename: PathLike,
+    device: Union[str, torch.device] = "cpu",
+    missing: Optional[str] = None,
+    mmap: bool = False,
 ) -> Any:
-    """torch.load a checkpoint file; `missing` is the error when it does not exist (it names the fix)."""
+    """torch.load a checkpoint file as plain data (weights_only=True: no code in the file runs).
+
+    `missing` is the error when it does not exist (it names the fix). An empty, truncated or
+    foreign file, or one that needs pickle, is a UserError naming the file.
+    """
     path = Path(filename)
     if not path.is_file():
         raise UserError(
@@ -191,8 +255,29 @@ def read_checkpoint_file(
             or f"checkpoint {path} does not exist: check --exp-dir and --epoch/--iter "
             "(or --start-epoch/--start-batch when resuming)"
         )
-    # weights_only=False: checkpoints pickle params such as Path objects. Load trusted files only.
-    return torch.load(path, map_location=device, weights_only=False)
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes): a save was interrupted? pass another checkpoint")
+    try:
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise UserError(
+                f"{path} is not a readable checkpoint (not a PyTorch file, or corrupt): pass another file"
+            ) from None
+        raise UserError(
+            f"{path} holds Python objects that only pickle can load (e.g. a checkpoint of an older version "
+            "of this project, or of another tool): refusing to run code from a file; re-save its 'model' "
+            "entry as plain tensors in a trusted environment"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(
+            f"{path} is not a readable checkpoint ({_first_line(e)}): it is truncated, corrupt or not a "
+            "PyTorch file; pass another checkpoint"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def load_checkpoint(
@@ -365,8 +450,9 @@ def update_averaged_model(
 
 def load_averaged_state_dict(
     params: Mapping[str, Any], device: Union[str, torch.device] = "cpu", prefix: str = ""
-) -> tuple[StateDict, str]:
-    """The model weights selected by the decode flags, and a one-line description of them.
+) -> LoadedWeights:
+    """The model weights selected by the decode flags, described in one line, with the metadata of
+    the newest file used.
 
     Reads params["epoch"], ["iter"], ["avg"], ["use_averaged_model"] and ["exp_dir"]; the file
     names below get `prefix` in front (e.g. "adapter-" for adapter-epoch-{e}.pt):
@@ -402,11 +488,11 @@ def load_averaged_state_dict(
         if use_averaged:
             start, end = available[avg], available[0]
             state = average_checkpoints_with_averaged_model(start, end, device)
-            return state, f"averaged model from {Path(start).name} (excluded) to {Path(end).name}"
+            return _selected(state, f"averaged model from {Path(start).name} (excluded) to {Path(end).name}", end)
         chosen = available[:avg]
         state = average_checkpoints(chosen, device)
         names = ", ".join(Path(f).name for f in chosen)
-        return state, f"mean of {len(chosen)} checkpoints: {names}"
+        return _selected(state, f"mean of {len(chosen)} checkpoints: {names}", chosen[0])
 
     if epoch < 1:
         raise UserError(f"--epoch must be >= 1 (or use --iter), got {epoch}")
@@ -426,7 +512,7 @@ def load_averaged_state_dict(
         )
         end = _existing_epoch_file(exp_dir, prefix, epoch)
         state = average_checkpoints_with_averaged_model(start, end, device)
-        return state, f"averaged model from {start.name} (excluded) to {end.name}"
+        return _selected(state, f"averaged model from {start.name} (excluded) to {end.name}", end)
     if epoch - avg + 1 < 1:
         raise UserError(
             f"--avg {avg} needs epochs {epoch - avg + 1}..{epoch}, but epochs start at 1: "
@@ -437,9 +523,17 @@ def load_averaged_state_dict(
         for e in range(epoch - avg + 1, epoch + 1)
     ]
     if avg == 1:
-        return _model_state(read_checkpoint_file(chosen[0], device), chosen[0]), f"model of {chosen[0].name}"
+        state = _model_state(read_checkpoint_file(chosen[0], device), chosen[0])
+        return _selected(state, f"model of {chosen[0].name}", chosen[0])
     state = average_checkpoints(chosen, device)
-    return state, f"mean of {len(chosen)} checkpoints: {chosen[0].name} .. {chosen[-1].name}"
+    return _selected(state, f"mean of {len(chosen)} checkpoints: {chosen[0].name} .. {chosen[-1].name}", chosen[-1])
+
+
+def _selected(state_dict: StateDict, description: str, newest: PathLike) -> LoadedWeights:
+    metadata = read_checkpoint_metadata(newest)
+    return LoadedWeights(
+        state_dict, description, str(newest), metadata.get("model_config"), metadata.get("vocabulary")
+    )
 
 
 def _existing_epoch_file(exp_dir: Path, prefix: str, epoch: int, purpose: str = "--epoch") -> Path:
@@ -454,3 +548,25 @@ def _existing_epoch_file(exp_dir: Path, prefix: str, epoch: int, purpose: str = 
             "check --exp-dir, --epoch and --avg"
         )
     return path
+
+
+def add_checkpoint_arguments(
+    group: argparse._ArgumentGroup, default_exp_dir: str, verb: str, exp_dir_help: str
+) -> None:
+    """--epoch/--iter/--avg/--use-averaged-model/--exp-dir: which weights a script uses."""
+    group.add_argument("--epoch", type=int, default=30, help=f"{verb} epoch-{{epoch}}.pt (and earlier ones for --avg).")
+    group.add_argument("--iter", type=int, default=0, help=f"If > 0, {verb.lower()} checkpoint-{{iter}}.pt instead of --epoch.")
+    group.add_argument("--avg", type=int, default=15, help="Number of checkpoints to average.")
+    group.add_argument(
+        "--use-averaged-model",
+        type=str2bool,
+        default=True,
+        help="Average with the running model_avg of the checkpoints (see README) rather than a plain mean.",
+    )
+    group.add_argument("--exp-dir", type=Path, default=Path(default_exp_dir), help=exp_dir_help)
+
+
+def checkpoint_suffix(params: Mapping[str, Any]) -> str:
+    """epoch-{e}-avg-{a} or iter-{i}-avg-{a}, as icefall names result and exported files."""
+    which = f"iter-{params['iter']}" if params["iter"] > 0 else f"epoch-{params['epoch']}"
+    return f"{which}-avg-{params['avg']}"

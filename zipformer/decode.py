@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from zipformer.decoding import DecodingRecipe, main  # noqa: E402
+from zipformer.decoding import main  # noqa: E402
 from zipformer.decoding import get_parser as _get_parser  # noqa: E402
+from zipformer.recipe import DecodingRecipe  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -1,13 +1,14 @@
-"""Decoding shared by every recipe: flags, checkpoint averaging, searches over cut sets, result files.
+"""Decoding shared by every recipe: flags, searches over cut sets, result files.
 
-A recipe customises it through `DecodingRecipe` (how the model is built and how weights are
-loaded into it), so the adapter recipe's decode.py stays a few lines.
+A recipe customises it through `zipformer.recipe.DecodingRecipe` (how the model is built and how
+weights are loaded into it), so a tuner recipe's decode.py stays a few lines. The model, its
+configuration and vocabulary come from `zipformer.model_loader.load_model`.
 """
 import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import sentencepiece as spm
 import torch
@@ -15,9 +16,12 @@ from torch import nn
 
 from zipformer.asr_datamodule import AsrDataModule
 from zipformer.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
-from zipformer.checkpoint import load_averaged_state_dict
-from zipformer.model_args import add_model_arguments, get_model
 from zipformer.atomic import atomic_open
+from zipformer.checkpoint import add_checkpoint_arguments, checkpoint_suffix
+from zipformer.model_args import add_model_arguments
+from zipformer.model_config import flags_given
+from zipformer.model_loader import build_model, resolve_weights
+from zipformer.recipe import DecodingRecipe
 from zipformer.scoring import (
     log_wer_summary,
     normalize_gigaspeech_results,
@@ -25,67 +29,30 @@ from zipformer.scoring import (
     write_error_stats,
     write_wer_summary,
 )
-from zipformer.training import load_bpe_model
-from zipformer.utils import AttributeDict, UserError, count_parameters, exit_on_user_error, setup_logger, str2bool
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger, str2bool
+from zipformer.vocabulary import bpe_vocabulary, load_bpe_model
 
 SEARCH_METHODS = ("greedy_search", "beam_search", "modified_beam_search")
-K2_METHODS = ("fast_beam_search", "fast_beam_search_nbest", "fast_beam_search_nbest_LG", "fast_beam_search_nbest_oracle")
+# decode_gigaspeech.py: GigaSpeech's test sets and scoring, results in {exp_dir}/{method}_giga as icefall's.
+GIGASPEECH_DEFAULTS = {
+    "test_cuts": "dev=data/fbank/cuts_DEV.jsonl.gz,test=data/fbank/cuts_TEST.jsonl.gz",
+    "gigaspeech_scoring": True,
+    "res_dir_suffix": "_giga",
+}
 
 # (cut_id, reference words, hypothesis words)
 Result = Tuple[str, List[str], List[str]]
-
-
-class DecodingRecipe:
-    """Hooks a recipe may override. The base recipe decodes a plain model."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Flags of this recipe, beyond the shared decoding/model/data flags."""
-
-    def get_model(self, params: AttributeDict) -> nn.Module:
-        return get_model(params)
-
-    def load_state_dict(self, params: AttributeDict) -> Tuple[Dict[str, torch.Tensor], str]:
-        """The weights to decode with (averaged per --epoch/--iter/--avg) and their description."""
-        return load_averaged_state_dict(params, device=torch.device("cpu"))
-
-    def load_weights(self, model: nn.Module, state_dict: Dict[str, torch.Tensor], params: AttributeDict) -> None:
-        model.load_state_dict(state_dict, strict=True)
-
-    def describe(self, params: AttributeDict) -> str:
-        """Extra words for the result-file suffix."""
-        return ""
-
-
-def add_checkpoint_arguments(group, default_exp_dir: str, verb: str, exp_dir_help: str) -> None:
-    """--epoch/--iter/--avg/--use-averaged-model/--exp-dir: which weights a script uses."""
-    group.add_argument("--epoch", type=int, default=30, help=f"{verb} epoch-{{epoch}}.pt (and earlier ones for --avg).")
-    group.add_argument("--iter", type=int, default=0, help=f"If > 0, {verb.lower()} checkpoint-{{iter}}.pt instead of --epoch.")
-    group.add_argument("--avg", type=int, default=15, help="Number of checkpoints to average.")
-    group.add_argument(
-        "--use-averaged-model",
-        type=str2bool,
-        default=True,
-        help="Average with the running model_avg of the checkpoints (see README) rather than a plain mean.",
-    )
-    group.add_argument("--exp-dir", type=Path, default=Path(default_exp_dir), help=exp_dir_help)
-
-
-def checkpoint_suffix(params: AttributeDict) -> str:
-    """epoch-{e}-avg-{a} or iter-{i}-avg-{a}, as icefall names result and exported files."""
-    which = f"iter-{params.iter}" if params.iter > 0 else f"epoch-{params.epoch}"
-    return f"{which}-avg-{params.avg}"
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Decoding options")
     add_checkpoint_arguments(group, "zipformer/exp", "Decode", "Checkpoints are read and results written here.")
     group.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
-    group.add_argument("--lang-dir", type=Path, default=Path("data/lang_bpe_500"))
     group.add_argument(
         "--decoding-method",
         type=str,
         default="greedy_search",
-        help=f"One of {', '.join(SEARCH_METHODS)}; {', '.join(K2_METHODS)} need k2.",
+        help=f"One of {', '.join(SEARCH_METHODS)} (icefall's fast_beam_search* need k2's FSAs: not in this recipe).",
     )
     group.add_argument("--beam-size", type=int, default=4, help="Beam of beam_search and modified_beam_search.")
     group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
@@ -112,15 +79,6 @@ def get_parser(recipe: DecodingRecipe) -> argparse.ArgumentParser:
 
 def check_decoding_method(params: AttributeDict) -> None:
     method = params.decoding_method
-    if method in K2_METHODS:
-        try:
-            import k2  # noqa: F401
-        except ImportError:
-            raise UserError(
-                f"--decoding-method {method} needs k2, which is not installed: "
-                f"use one of {', '.join(SEARCH_METHODS)}"
-            ) from None
-        raise UserError(f"--decoding-method {method} is not implemented in this recipe: use one of {', '.join(SEARCH_METHODS)}")
     if method not in SEARCH_METHODS:
         raise UserError(f"unknown --decoding-method {method}: use one of {', '.join(SEARCH_METHODS)}")
     if params.max_sym_per_frame < 1:
@@ -220,57 +178,33 @@ def save_results(
     return wer
 
 
-def check_vocabulary(state_dict: Dict[str, torch.Tensor], params: AttributeDict, flag: str = "--bpe-model") -> None:
-    """The checkpoint's vocabulary must be params.vocab_size, which came from the file of `flag`."""
-    embedding = state_dict.get("decoder.embedding.weight")
-    if embedding is not None and embedding.shape[0] != params.vocab_size:
-        source = params[flag.removeprefix("--").replace("-", "_")]
-        raise UserError(
-            f"the checkpoint was trained with {embedding.shape[0]} tokens but {source} has "
-            f"{params.vocab_size}: pass the {flag} the model was trained with"
-        )
-
-
-def load_model(params: AttributeDict, recipe: DecodingRecipe, device: torch.device) -> nn.Module:
-    model = recipe.get_model(params)
-    logging.info(f"Number of model parameters: {count_parameters(model)}")
-    state_dict, description = recipe.load_state_dict(params)
-    logging.info(f"Using {description}")
-    check_vocabulary(state_dict, params)
-    try:
-        recipe.load_weights(model, state_dict, params)
-    except RuntimeError as e:
-        first_line = str(e).strip().splitlines()[-1].strip()
-        raise UserError(f"the checkpoint does not fit the model ({first_line}): check the model-shape flags") from None
-    model.to(device)
-    model.eval()
-    return model
-
-
 class DecodingSession:
     """Everything decoding needs, set up once: params, model, BPE model, test sets."""
 
-    def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace) -> None:
+    def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
+        """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""
         params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
         params.update(vars(args))
         params.exp_dir = Path(params.exp_dir)
         check_decoding_method(params)
-        params.res_dir = params.exp_dir / params.decoding_method
-        params.res_dir.mkdir(parents=True, exist_ok=True)
-        self.suffix = result_suffix(params, recipe)
-        setup_logger(params.res_dir / f"log-decode-{self.suffix}")
-        logging.info("Decoding started")
-
-        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        logging.info(f"Device: {self.device}")
         if params.num_threads > 0:
             torch.set_num_threads(params.num_threads)
         self.sp = load_bpe_model(params.bpe_model)
         params.blank_id = self.sp.piece_to_id("<blk>")
         params.vocab_size = self.sp.get_piece_size()
+        # The configuration stored with the weights names the result files, so it comes first.
+        weights = resolve_weights(params, recipe, given)
+        params.res_dir = params.exp_dir / (params.decoding_method + params.get("res_dir_suffix", ""))
+        params.res_dir.mkdir(parents=True, exist_ok=True)
+        self.suffix = result_suffix(params, recipe)
+        setup_logger(params.res_dir / f"log-decode-{self.suffix}")
+        logging.info("Decoding started")
+        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        logging.info(f"Device: {self.device}")
+        self.model = build_model(params, recipe, weights, bpe_vocabulary(self.sp), f"--bpe-model {params.bpe_model}")
+        self.model.to(self.device)
         logging.info(params)
         self.params = params
-        self.model = load_model(params, recipe, self.device)
         self.data = AsrDataModule(params)
         self.test_sets = self.data.load_test_cuts()
 
@@ -288,15 +222,11 @@ class DecodingSession:
         return wers
 
 
-def run(recipe: DecodingRecipe, args: argparse.Namespace) -> Dict[str, float]:
-    """Decode every test set; return {test_set_name: WER in percent}."""
-    session = DecodingSession(recipe, args)
-    wers = session.decode_all(session.suffix)
-    logging.info("Done!")
-    return wers
-
-
-def main(recipe: DecodingRecipe) -> None:
-    args = get_parser(recipe).parse_args()
+def main(recipe: DecodingRecipe, parser: Optional[argparse.ArgumentParser] = None) -> None:
+    """decode.py: `parser` defaults to get_parser(recipe)."""
+    parser = parser or get_parser(recipe)
+    args = parser.parse_args()
     with exit_on_user_error():
-        run(recipe, args)
+        session = DecodingSession(recipe, args, flags_given(parser))
+        session.decode_all(session.suffix)
+        logging.info("Done!")

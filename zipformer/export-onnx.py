@@ -14,10 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import argparse  # noqa: E402
 from typing import Dict, List, Optional  # noqa: E402
 
 from zipformer import onnx_export  # noqa: E402
-from zipformer.decoding import DecodingRecipe  # noqa: E402
+from zipformer.recipe import DecodingRecipe  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return onnx_export.get_parser(DecodingRecipe())
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Path]:

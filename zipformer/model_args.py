@@ -114,6 +114,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_flag_dests() -> Tuple[str, ...]:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_model_arguments(parser)
+    return tuple(action.dest for action in parser._actions)
+
+
+# Flags of the model-shape group that do not change the weights: in a causal model the chunk sizes
+# and left contexts are sampled in training and chosen anew for decoding (one value each).
+_RUN_TIME_FLAGS = ("chunk_size", "left_context_frames")
+# The flags that build the model, stored in every checkpoint ("model_config"). context_size (the
+# decoder's left context) is one of them, although it is parsed with the training/decoding options.
+MODEL_CONFIG_KEYS = tuple(k for k in _model_flag_dests() if k not in _RUN_TIME_FLAGS) + ("context_size",)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -28,10 +28,14 @@ import torch
 from torch import nn
 
 from zipformer.atomic import write_atomically
-from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, check_vocabulary, checkpoint_suffix
+from zipformer.checkpoint import add_checkpoint_arguments, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
+from zipformer.model_config import flags_given
+from zipformer.model_loader import load_model
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger
+from zipformer.recipe import DecodingRecipe
+from zipformer.utils import AttributeDict, exit_on_user_error, setup_logger
+from zipformer.vocabulary import tokens_vocabulary
 
 OPSET_VERSION = 13
 # Length of the dummy input the encoder is traced with; the check runs other lengths.
@@ -326,38 +330,6 @@ def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -
     return parser
 
 
-def load_model_for_export(params: AttributeDict, recipe: DecodingRecipe) -> Tuple[nn.Module, StateDict]:
-    """The recipe's model with the weights selected by the flags, in eval mode, and those weights."""
-    state_dict, description = recipe.load_state_dict(params)
-    logging.info(f"Using {description}")
-    check_vocabulary(state_dict, params, flag="--tokens")
-    model = recipe.get_model(params)
-    try:
-        recipe.load_weights(model, state_dict, params)
-    except RuntimeError as e:
-        raise UserError(f"the checkpoint does not fit the model ({_mismatch(model, state_dict, e)})") from None
-    return model.eval(), state_dict
-
-
-def _mismatch(model: nn.Module, state_dict: StateDict, error: RuntimeError) -> str:
-    """A one-line summary of why load_state_dict failed, and what to do."""
-    expected, given = set(model.state_dict()), set(state_dict)
-    if expected == given:
-        return str(error).strip().splitlines()[-1].strip()[:300] + ": check the model-shape flags"
-
-    def some(keys: set) -> str:
-        return f"{len(keys)} ({', '.join(sorted(keys)[:2])}{', ...' if len(keys) > 2 else ''})"
-
-    missing, unexpected = expected - given, given - expected
-    adapters = {k for k in unexpected if "adapter" in k}
-    fixes = []
-    if adapters:
-        fixes.append("it has adapters, export it with ./zipformer_adapter/export-onnx.py")
-    if missing or unexpected - adapters:
-        fixes.append("check the model-shape flags")
-    return f"missing keys {some(missing)}, unexpected keys {some(unexpected)}: {'; '.join(fixes)}"
-
-
 def file_size_mb(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.2f} MB"
 
@@ -367,12 +339,17 @@ def export(
     recipe: DecodingRecipe,
     encoder_metadata: Optional[MetadataHook] = None,
     file_suffix: SuffixHook = checkpoint_suffix,
+    given: frozenset = frozenset(),
 ) -> Dict[str, Path]:
-    """Write the fp32 and int8 files; return their paths by name (encoder, ..., encoder.int8, ...)."""
+    """Write the fp32 and int8 files; return their paths by name (encoder, ..., encoder.int8, ...).
+
+    `given`: the flags typed on the command line (zipformer.model_config.flags_given).
+    """
     tokens = read_tokens(params.tokens)
     params.vocab_size = len(tokens)
     params.blank_id = BLANK_ID
-    model, state_dict = load_model_for_export(params, recipe)
+    model, weights = load_model(params, recipe, given, tokens_vocabulary(tokens), f"--tokens {params.tokens}")
+    state_dict = weights.state_dict
 
     suffix = file_suffix(params)
     exp_dir = Path(params.exp_dir)
@@ -418,7 +395,8 @@ def main(
     file_suffix: SuffixHook = checkpoint_suffix,
     argv: Optional[List[str]] = None,
 ) -> Dict[str, Path]:
-    args = get_parser(recipe, default_exp_dir).parse_args(argv)
+    parser = get_parser(recipe, default_exp_dir)
+    args = parser.parse_args(argv)
     params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
     params.update(vars(args))
     params.exp_dir = Path(params.exp_dir)
@@ -427,6 +405,6 @@ def main(
     setup_logger(params.exp_dir / "log-export" / "log-export-onnx")
     logging.info(f"Export parameters: {params}")
     with exit_on_user_error():
-        written = export(params, recipe, encoder_metadata, file_suffix)
+        written = export(params, recipe, encoder_metadata, file_suffix, flags_given(parser, argv))
     logging.info("Done!")
     return written

@@ -3,12 +3,14 @@
 
 Usage:
   ./zipformer/pretrained.py --checkpoint exp/base/pretrained.pt --bpe-model data/lang_bpe_500/bpe.model \\
-      [model-shape flags as in training] foo.wav bar.flac
+      foo.wav bar.flac
   # --method modified_beam_search --beam-size 4, or beam_search
-  # an adapter checkpoint: ./zipformer_adapter/pretrained.py ... --use-adapters 1 --adapter-dim 8
+  # an adapter checkpoint: ./zipformer_adapter/pretrained.py ... (--use-adapters 0: the base model)
 
-The checkpoint is any file holding {"model": state_dict} (pretrained.pt, epoch-N.pt). Audio that
-is not 16 kHz is resampled; multi-channel audio is refused.
+The checkpoint is any file holding {"model": state_dict} (pretrained.pt, epoch-N.pt). This
+project's files carry their configuration; icefall's pretrained.pt needs the model-shape flags it
+was trained with (the defaults are icefall's). Audio that is not 16 kHz is resampled;
+multi-channel audio is refused.
 """
 import sys
 from pathlib import Path
@@ -18,15 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-from typing import List  # noqa: E402
+from typing import List, Optional  # noqa: E402
 
 import torch  # noqa: E402
 from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
 
-from zipformer.checkpoint import read_model_state_dict  # noqa: E402
-from zipformer.decoding import DecodingRecipe, check_vocabulary, decode_batch  # noqa: E402
+from zipformer.decoding import decode_batch  # noqa: E402
 from zipformer.model_args import add_model_arguments  # noqa: E402
-from zipformer.training import load_bpe_model  # noqa: E402
+from zipformer.model_config import flags_given  # noqa: E402
+from zipformer.model_loader import load_model  # noqa: E402
+from zipformer.recipe import DecodingRecipe  # noqa: E402
+from zipformer.vocabulary import bpe_vocabulary, load_bpe_model  # noqa: E402
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
 
 SAMPLE_RATE = 16000
@@ -34,7 +38,9 @@ SAMPLE_RATE = 16000
 FEATURE_PADDING = math.log(1e-10)
 
 
-def get_parser(recipe: DecodingRecipe) -> argparse.ArgumentParser:
+def get_parser(recipe: Optional[DecodingRecipe] = None) -> argparse.ArgumentParser:
+    """The flags of pretrained.py; a tuner recipe's add its own (default: the base recipe)."""
+    recipe = recipe or DecodingRecipe()
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", type=str, required=True, help="A file with {'model': state_dict}.")
     parser.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
@@ -74,15 +80,12 @@ def read_features(filenames: List[str]) -> List[torch.Tensor]:
     return features
 
 
-def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
+def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> List[str]:
+    """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""
     sp = load_bpe_model(params.bpe_model)
     params.blank_id = sp.piece_to_id("<blk>")
     params.vocab_size = sp.get_piece_size()
-    state_dict = read_model_state_dict(params.checkpoint, flag="--checkpoint")
-    check_vocabulary(state_dict, params)
-    model = recipe.get_model(params)
-    recipe.load_weights(model, state_dict, params)
-    model.eval()
+    model, _ = load_model(params, recipe, given, bpe_vocabulary(sp), f"--bpe-model {params.bpe_model}")
 
     features = read_features(params.sound_files)
     batch = {
@@ -97,10 +100,11 @@ def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
 
 def main(recipe: DecodingRecipe) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    params = AttributeDict(vars(get_parser(recipe).parse_args()))
+    parser = get_parser(recipe)
+    params = AttributeDict(vars(parser.parse_args()))
     params.update(feature_dim=80, subsampling_factor=4)
     with exit_on_user_error():
-        texts = transcribe(params, recipe)
+        texts = transcribe(params, recipe, flags_given(parser))
     for name, text in zip(params.sound_files, texts):
         print(f"{name}:\n{text}\n")
 

@@ -456,19 +456,6 @@ def _shared_dropout(x: torch.Tensor, p: float, shared_dim: int) -> torch.Tensor:
     return x * mask * (1.0 / (1.0 - p))
 
 
-class Dropout2(nn.Module):
-    """nn.Dropout with a rate that may be a ScheduledFloat."""
-
-    def __init__(self, p: FloatLike) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not regularisers_active(self):
-            return x
-        return F.dropout(x, float(self.p), training=True)
-
-
 class Dropout3(nn.Module):
     """Dropout whose mask is shared along `shared_dim` (e.g. the same channels dropped on every
     frame of a sequence); the rate may be a ScheduledFloat."""

@@ -1,8 +1,11 @@
 """The training loop shared by every recipe: flags, loss, epochs, validation, checkpoints, DDP.
 
 A recipe customises it through the hooks of `TrainingRecipe` (how the model is built, which
-parameters train, which modules run in train mode, what extra files a checkpoint writes), so the
-adapter recipe reuses all of this instead of copying it.
+parameters train, which modules run in train mode, what extra files a checkpoint writes), so a
+tuner recipe reuses all of this instead of copying it.
+
+The configuration (`params`: the flags plus a few constants) is frozen once a run is set up; what
+changes while training lives in `zipformer.training_state.TrainingState`.
 """
 import argparse
 import copy
@@ -13,7 +16,7 @@ import resource
 import time
 import uuid
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 import sentencepiece as spm
@@ -26,36 +29,38 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from zipformer.asr_datamodule import AsrDataModule
 from zipformer.checkpoint import (
     copy_checkpoint,
-    read_model_state_dict,
     load_checkpoint,
+    read_checkpoint_metadata,
+    read_model_file,
     remove_checkpoints,
     save_checkpoint,
+    to_plain,
     update_averaged_model,
 )
 from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
-from zipformer.model_args import add_model_arguments, get_model
+from zipformer.model_args import add_model_arguments
+from zipformer.model_config import apply_model_config, flags_given, model_config
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
+from zipformer.recipe import ModelRecipe
+from zipformer.rnnt_loss import BACKENDS
 from zipformer.scaling import set_batch_count
-from zipformer.utils import AttributeDict, UserError, count_parameters, exit_on_user_error, setup_logger, str2bool
+from zipformer.training_state import FINETUNE_BATCH_COUNT_OFFSET, TrainingState
+from zipformer.utils import (
+    AttributeDict,
+    FrozenAttributeDict,
+    UserError,
+    count_parameters,
+    exit_on_user_error,
+    setup_logger,
+    str2bool,
+)
+from zipformer.vocabulary import bpe_vocabulary, check_vocabulary, load_bpe_model
 
-# Schedules (dropout, layer skip, ...) of a model that is being fine-tuned start at their final
-# values: the pretrained model is past every warm-up. So do the loss scales (see
-# loss_warm_step): the warm-up that lets the simple loss find alignments before the pruned loss
-# is trusted is for a model that cannot align yet. A fine-tune of a few hundred steps that kept it
-# would train mostly the simple loss (weight 1.0, pruned 0.1-0.2), not the joiner that decodes.
-FINETUNE_BATCH_COUNT_OFFSET = 1_000_000
 
-
-class TrainingRecipe:
+class TrainingRecipe(ModelRecipe):
     """Hooks a recipe may override. The base recipe trains every parameter of a plain model."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Flags of this recipe, beyond the shared training/model/data flags."""
-
-    def get_model(self, params: AttributeDict) -> nn.Module:
-        return get_model(params)
 
     def is_finetuning(self, params: AttributeDict) -> bool:
         return bool(params.finetune_ckpt)
@@ -68,14 +73,20 @@ class TrainingRecipe:
         """Set requires_grad on the parameters that train; the optimizer gets only those."""
         model.requires_grad_(True)
 
+    def choose_data(self, params: AttributeDict) -> None:
+        """Fill in cut-file flags left unset; the base recipe keeps AsrDataModule's (source domain)."""
+
     def set_train_mode(self, model: nn.Module, params: AttributeDict) -> None:
         """Called at the start of every epoch and after every validation."""
         model.train()
 
     def on_checkpoint_saved(
-        self, filename: Path, params: AttributeDict, model: nn.Module, model_avg: Optional[nn.Module]
+        self, filename: Path, info: Mapping[str, Any], model: nn.Module, model_avg: Optional[nn.Module]
     ) -> None:
-        """Write companion files next to a saved checkpoint (rank 0 only)."""
+        """Write companion files next to a saved checkpoint (rank 0 only).
+
+        `info`: the checkpoint's plain entries (loop state, average_period, model_config, vocabulary).
+        """
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +123,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lm-scale", type=float, default=0.25, help="lm_only_scale of the smoothed simple loss.")
     group.add_argument("--am-scale", type=float, default=0.0, help="am_only_scale of the smoothed simple loss.")
     group.add_argument("--simple-loss-scale", type=float, default=0.5, help="Simple-loss weight after warm-up.")
+    group.add_argument(
+        "--rnnt-backend",
+        choices=BACKENDS,
+        default="torch",
+        help="The loss's lattice recursion: this recipe's pure PyTorch one, or k2's / fast_rnnt's (installed by you).",
+    )
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--inf-check", type=str2bool, default=False, help="Check every module output for inf/nan.")
     group.add_argument("--save-every-n", type=int, default=4000, help="Write checkpoint-N.pt every N batches.")
@@ -159,6 +176,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def get_parser(recipe: TrainingRecipe) -> argparse.ArgumentParser:
+    """The training flags; `recipe.add_arguments` adds the recipe's own."""
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_training_arguments(parser)
     add_model_arguments(parser)
@@ -168,22 +186,11 @@ def get_parser(recipe: TrainingRecipe) -> argparse.ArgumentParser:
 
 
 def get_params() -> AttributeDict:
-    """Values that are not flags, icefall's names; updated with the parsed flags."""
-    return AttributeDict(
-        {
-            "best_train_loss": float("inf"),
-            "best_valid_loss": float("inf"),
-            "best_train_epoch": -1,
-            "best_valid_epoch": -1,
-            "batch_idx_train": 0,
-            # Audio this process has trained on in the current epoch; saved, so a mid-epoch resume reports
-            # its progress and ETA against what is left.
-            "epoch_audio_done": 0.0,
-            "reset_interval": 200,
-            "feature_dim": 80,
-            "subsampling_factor": 4,
-        }
-    )
+    """Constants that are not flags (icefall's names); updated with the parsed flags.
+
+    Unlike icefall's, it holds no loop state (batch_idx_train, best losses): see TrainingState.
+    """
+    return AttributeDict({"reset_interval": 200, "feature_dim": 80, "subsampling_factor": 4})
 
 
 def load_pretrained_weights(model: nn.Module, filename: str, init_modules: Optional[str] = None) -> None:
@@ -193,7 +200,7 @@ def load_pretrained_weights(model: nn.Module, filename: str, init_modules: Optio
     prefix must match exactly between the checkpoint and the model.
     """
     path = Path(filename)
-    src = read_model_state_dict(path, flag="--finetune-ckpt")
+    src = read_model_file(path, flag="--finetune-ckpt").state_dict
     dst = model.state_dict()
     if init_modules:
         prefixes = [p.strip() + "." for p in init_modules.split(",") if p.strip()]
@@ -224,15 +231,15 @@ def fix_random_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def get_adjusted_batch_count(params: AttributeDict) -> float:
+def get_adjusted_batch_count(params: AttributeDict, state: TrainingState) -> float:
     """Batch count for the schedules, normalised to a reference batch duration."""
-    count = params.batch_idx_train * (params.max_duration * params.world_size) / params.ref_duration
-    return count + params.batch_count_offset
+    count = state.batch_idx_train * (params.max_duration * params.world_size) / params.ref_duration
+    return count + state.batch_count_offset
 
 
-def loss_warm_step(params: AttributeDict) -> int:
+def loss_warm_step(params: AttributeDict, state: TrainingState) -> int:
     """--warm-step for training from scratch; 0 (final loss scales) when fine-tuning."""
-    return 0 if params.batch_count_offset else params.warm_step
+    return 0 if state.batch_count_offset else params.warm_step
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -261,8 +268,13 @@ def compute_loss(
     sp: spm.SentencePieceProcessor,
     batch: dict,
     is_training: bool,
+    state: TrainingState,
 ) -> Tuple[torch.Tensor, MetricsTracker]:
-    """The transducer loss of one batch (summed over utterances) and its metrics."""
+    """The transducer loss of one batch (summed over utterances) and its metrics.
+
+    loss = s * simple_loss + p * pruned_loss, with (s, p) warming up over --warm-step batches
+    (zipformer.model.warmup_loss_scales) when training from scratch.
+    """
     device = next(model.parameters()).device
     feature = batch["inputs"].to(device)
     feature_lens = batch["supervisions"]["num_frames"].to(device)
@@ -276,9 +288,10 @@ def compute_loss(
             prune_range=params.prune_range,
             am_scale=params.am_scale,
             lm_scale=params.lm_scale,
+            rnnt_backend=params.rnnt_backend,
         )
         simple_scale, pruned_scale = warmup_loss_scales(
-            params.batch_idx_train, loss_warm_step(params), params.simple_loss_scale
+            state.batch_idx_train, loss_warm_step(params, state), params.simple_loss_scale
         )
         loss = simple_scale * simple_loss + pruned_scale * pruned_loss
 
@@ -295,23 +308,34 @@ def compute_validation_loss(
     model: nn.Module,
     sp: spm.SentencePieceProcessor,
     valid_dl: torch.utils.data.DataLoader,
+    state: TrainingState,
 ) -> MetricsTracker:
     model.eval()
     tot = MetricsTracker()
     with torch.no_grad():
         for batch in valid_dl:
-            _, info = compute_loss(params, model, sp, batch, is_training=False)
+            _, info = compute_loss(params, model, sp, batch, is_training=False, state=state)
             tot = tot + info
     tot.reduce(next(model.parameters()).device)
     return tot
 
 
 class Trainer:
-    """One process's training run: state, epochs and checkpoints."""
+    """One process's training run: configuration, state, epochs and checkpoints."""
 
-    def __init__(self, recipe: TrainingRecipe, params: AttributeDict, rank: int, world_size: int) -> None:
+    def __init__(
+        self,
+        recipe: TrainingRecipe,
+        params: AttributeDict,
+        rank: int,
+        world_size: int,
+        given: frozenset = frozenset(),
+    ) -> None:
+        """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""
         self.recipe = recipe
         self.params = params
+        self.given = given
+        self.state = TrainingState()
         self.rank = rank
         self.world_size = world_size
         # Under torchrun on several machines, the GPU index is the local rank, not the global one.
@@ -341,19 +365,26 @@ class Trainer:
         self.sp = load_bpe_model(params.bpe_model)
         params.blank_id = self.sp.piece_to_id("<blk>")
         params.vocab_size = self.sp.get_piece_size()
+        self.vocabulary = bpe_vocabulary(self.sp)
+        resume_file = self.resume_file()
+        finetuning = self.recipe.is_finetuning(params)
+        if resume_file is not None:
+            self.take_configuration_of(resume_file)
+        elif finetuning:
+            missing = f"--finetune-ckpt {params.finetune_ckpt} not found: pass the pretrained model to start from"
+            self.take_configuration_of(Path(params.finetune_ckpt), missing)
         logging.info(f"Device: {self.device}")
         logging.info(params)
 
         model = self.recipe.get_model(params)
         logging.info(f"Number of model parameters: {count_parameters(model)}")
 
-        checkpoint = self.load_resume_checkpoint(model)
-        resumed = checkpoint is not None
-        if not resumed and self.recipe.is_finetuning(params):
+        checkpoint = self.load_resume_checkpoint(model, resume_file) if resume_file else None
+        if checkpoint is None and finetuning:
             self.recipe.init_from_pretrained(model, params)
-        elif resumed and params.finetune_ckpt:
+        elif checkpoint is not None and finetuning:
             logging.info("Resuming: the weights come from the resumed checkpoint, not from --finetune-ckpt")
-        params.batch_count_offset = FINETUNE_BATCH_COUNT_OFFSET if self.recipe.is_finetuning(params) else 0
+        self.state.batch_count_offset = FINETUNE_BATCH_COUNT_OFFSET if finetuning else 0
 
         self.recipe.select_trainable(model, params)
         num_trainable = count_parameters(model, trainable_only=True)
@@ -393,26 +424,47 @@ class Trainer:
         self.sampler_state = checkpoint.get("sampler") if checkpoint is not None and params.start_batch > 0 else None
 
         self.setup_data()
+        self.metadata = {
+            "model_config": model_config(params, self.recipe.config_keys),
+            "vocabulary": self.vocabulary,
+            "train_config": to_plain(params),
+        }
+        self.params = FrozenAttributeDict(params)
 
-    def load_resume_checkpoint(self, model: nn.Module) -> Optional[dict]:
+    def resume_file(self) -> Optional[Path]:
         params = self.params
         if params.start_batch > 0:
-            filename = params.exp_dir / f"checkpoint-{params.start_batch}.pt"
-        elif params.start_epoch > 1:
-            filename = params.exp_dir / f"epoch-{params.start_epoch - 1}.pt"
-        else:
-            return None
+            return params.exp_dir / f"checkpoint-{params.start_batch}.pt"
+        if params.start_epoch > 1:
+            return params.exp_dir / f"epoch-{params.start_epoch - 1}.pt"
+        return None
+
+    def take_configuration_of(self, filename: Path, missing: Optional[str] = None) -> None:
+        """Build the model the resumed or fine-tuned file was trained as; it must share our vocabulary."""
+        metadata = read_checkpoint_metadata(filename, missing)
+        apply_model_config(
+            self.params,
+            metadata.get("model_config"),
+            self.given,
+            str(filename),
+            self.recipe.config_keys,
+            self.recipe.off_switches,
+        )
+        check_vocabulary(metadata.get("vocabulary"), self.vocabulary, str(filename), f"--bpe-model {self.params.bpe_model}")
+
+    def load_resume_checkpoint(self, model: nn.Module, filename: Path) -> dict:
         logging.info(f"Resuming from {filename}")
         saved = load_checkpoint(filename, model=model, strict=True)
-        for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss", "best_valid_loss"):
-            params[key] = saved[key]
-        if params.start_batch > 0 and "cur_epoch" in saved:
-            params.start_epoch = saved["cur_epoch"]
-            params.epoch_audio_done = saved.get("epoch_audio_done", 0.0)
+        self.state.restore(saved)
+        if self.params.start_batch == 0:
+            # epoch-N.pt: epoch N is complete, the run goes on with --start-epoch.
+            self.state.cur_epoch = self.params.start_epoch
+            self.state.epoch_audio_done = 0.0
         return saved
 
     def setup_data(self) -> None:
         params = self.params
+        self.recipe.choose_data(params)
         data = AsrDataModule(params)
         train_cuts = data.filter_cuts(data.load_train_cuts(), self.sp)
         self.train_hours = sum(c.duration for c in train_cuts) / 3600
@@ -426,58 +478,62 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> None:
-        params = self.params
-        for epoch in range(params.start_epoch, params.num_epochs + 1):
+        params, state = self.params, self.state
+        for epoch in range(state.cur_epoch, params.num_epochs + 1):
             self.scheduler.step_epoch(epoch - 1)
             fix_random_seed(params.seed + epoch - 1)
             self.train_dl.sampler.set_epoch(epoch - 1)
             if self.tb_writer is not None:
-                self.tb_writer.add_scalar("train/epoch", epoch, params.batch_idx_train)
-            params.cur_epoch = epoch
+                self.tb_writer.add_scalar("train/epoch", epoch, state.batch_idx_train)
+            state.cur_epoch = epoch
             self.train_one_epoch()
             self.save(params.exp_dir / f"epoch-{epoch}.pt")
             if self.rank == 0:
                 for kind in ("train", "valid"):
-                    if params[f"best_{kind}_epoch"] == epoch:
+                    if getattr(state, f"best_{kind}_epoch") == epoch:
                         copy_checkpoint(params.exp_dir / f"epoch-{epoch}.pt", params.exp_dir / f"best-{kind}-loss.pt")
         if self.skipped_batches:
             logging.warning(f"{self.skipped_batches} batches were skipped because of non-finite losses")
         logging.info("Done!")
 
     def train_one_epoch(self) -> None:
-        params, model = self.params, self.model
+        params, state, model = self.params, self.state, self.model
         self.recipe.set_train_mode(self.model_unwrapped, params)
         tot_loss = MetricsTracker()
         epoch_start = time.time()
         audio_seconds = 0.0
-        audio_before = params.epoch_audio_done  # > 0 only when resuming in the middle of this epoch
+        audio_before = state.epoch_audio_done  # > 0 only when resuming in the middle of this epoch
         epoch_audio = self.train_hours * 3600 / self.world_size
         for batch_idx, batch in enumerate(self.train_dl):
             if batch_idx % 10 == 0:
-                set_batch_count(self.model_unwrapped, get_adjusted_batch_count(params))
-            params.batch_idx_train += 1
+                set_batch_count(self.model_unwrapped, get_adjusted_batch_count(params, state))
+            state.batch_idx_train += 1
             batch_size = len(batch["supervisions"]["text"])
             audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
-            params.epoch_audio_done = audio_before + audio_seconds
+            state.epoch_audio_done = audio_before + audio_seconds
 
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, loss_info = compute_loss(params, model, self.sp, batch, is_training=True)
+                loss, loss_info = compute_loss(params, model, self.sp, batch, is_training=True, state=state)
             if not self.loss_is_finite(loss, batch):
                 self.optimizer.zero_grad()
                 continue
             tot_loss = tot_loss * (1 - 1 / params.reset_interval) + loss_info
             self.scaler.scale(loss).backward()
-            self.scheduler.step_batch(params.batch_idx_train)
+            self.scheduler.step_batch(state.batch_idx_train)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad()
 
-            if self.rank == 0 and params.average_period > 0 and params.batch_idx_train % params.average_period == 0:
-                update_averaged_model(params=params, model_cur=self.model_unwrapped, model_avg=self.model_avg)
-            if params.save_every_n > 0 and params.batch_idx_train % params.save_every_n == 0:
+            if self.rank == 0 and params.average_period > 0 and state.batch_idx_train % params.average_period == 0:
+                update_averaged_model(
+                    {"average_period": params.average_period, "batch_idx_train": state.batch_idx_train},
+                    model_cur=self.model_unwrapped,
+                    model_avg=self.model_avg,
+                )
+            if params.save_every_n > 0 and state.batch_idx_train % params.save_every_n == 0:
                 self.save_batch_checkpoint()
             if params.use_fp16:
-                adjust_grad_scale(self.scaler, params.batch_idx_train, params.exp_dir, self.rank, self.model_unwrapped)
+                adjust_grad_scale(self.scaler, state.batch_idx_train, params.exp_dir, self.rank, self.model_unwrapped)
 
             if batch_idx % params.log_interval == 0:
                 self.log_progress(
@@ -486,19 +542,19 @@ class Trainer:
             if batch_idx % params.valid_interval == 0:
                 self.validate()
 
-        params.epoch_audio_done = 0.0
+        state.epoch_audio_done = 0.0
         if audio_seconds == 0 and audio_before == 0:
             raise UserError(
-                f"epoch {params.cur_epoch} produced no batches: the training set ({epoch_audio:.0f} s per process) is "
+                f"epoch {state.cur_epoch} produced no batches: the training set ({epoch_audio:.0f} s per process) is "
                 f"smaller than --max-duration {params.max_duration} with --drop-last 1; lower --max-duration"
             )
-        params.train_loss = tot_loss["loss"] / tot_loss["frames"] if tot_loss["frames"] else float("inf")
-        if params.train_loss < params.best_train_loss:
-            params.best_train_epoch = params.cur_epoch
-            params.best_train_loss = params.train_loss
+        state.train_loss = tot_loss["loss"] / tot_loss["frames"] if tot_loss["frames"] else float("inf")
+        if state.train_loss < state.best_train_loss:
+            state.best_train_epoch = state.cur_epoch
+            state.best_train_loss = state.train_loss
         elapsed = time.time() - epoch_start
         logging.info(
-            f"Epoch {params.cur_epoch} done in {elapsed:.1f} s: {audio_seconds / max(elapsed, 1e-9):.1f} s of audio/s, "
+            f"Epoch {state.cur_epoch} done in {elapsed:.1f} s: {audio_seconds / max(elapsed, 1e-9):.1f} s of audio/s, "
             f"peak memory {peak_memory_mb(self.device):.0f} MB"
         )
 
@@ -513,7 +569,7 @@ class Trainer:
         self.skipped_batches += 1
         self.bad_batches_in_a_row += 1
         cut_ids = [c.id for c in batch["supervisions"].get("cut", [])][:5]
-        logging.warning(f"Non-finite loss at batch {self.params.batch_idx_train}, skipping it (cuts {cut_ids} ...)")
+        logging.warning(f"Non-finite loss at batch {self.state.batch_idx_train}, skipping it (cuts {cut_ids} ...)")
         if self.bad_batches_in_a_row >= self.params.max_bad_batches:
             filename = self.params.exp_dir / f"batch-{uuid.uuid4()}.pt"
             torch.save(batch, filename)
@@ -534,75 +590,71 @@ class Trainer:
         audio_to_do: float,
     ) -> None:
         """audio_to_do: seconds of audio this run of the epoch covers (less than the epoch after a resume)."""
-        params = self.params
+        params, state = self.params, self.state
         lr = max(self.scheduler.get_last_lr())
         grad_scale = self.scaler.get_scale() if params.use_fp16 else 1.0
         elapsed = time.time() - epoch_start
         rate = audio_seconds / max(elapsed, 1e-9)
         eta = max(audio_to_do - audio_seconds, 0.0) / max(rate, 1e-9)
-        done = params.epoch_audio_done / max(self.train_hours * 3600 / self.world_size, 1e-9)
+        done = state.epoch_audio_done / max(self.train_hours * 3600 / self.world_size, 1e-9)
         logging.info(
-            f"Epoch {params.cur_epoch}, batch {batch_idx}, loss[{loss_info}], tot_loss[{tot_loss}], "
+            f"Epoch {state.cur_epoch}, batch {batch_idx}, loss[{loss_info}], tot_loss[{tot_loss}], "
             f"batch size: {batch_size}, lr: {lr:.2e}, grad_scale: {grad_scale}"
         )
         logging.info(
-            f"Progress: {100 * min(done, 1):.0f}% of epoch {params.cur_epoch}, "
+            f"Progress: {100 * min(done, 1):.0f}% of epoch {state.cur_epoch}, "
             f"{rate:.1f} s of audio/s, epoch ETA {eta / 60:.1f} min, peak memory {peak_memory_mb(self.device):.0f} MB"
         )
         if self.tb_writer is not None:
-            self.tb_writer.add_scalar("train/learning_rate", lr, params.batch_idx_train)
-            self.tb_writer.add_scalar("train/audio_seconds_per_second", rate, params.batch_idx_train)
-            loss_info.write_summary(self.tb_writer, "train/current_", params.batch_idx_train)
-            tot_loss.write_summary(self.tb_writer, "train/tot_", params.batch_idx_train)
+            self.tb_writer.add_scalar("train/learning_rate", lr, state.batch_idx_train)
+            self.tb_writer.add_scalar("train/audio_seconds_per_second", rate, state.batch_idx_train)
+            loss_info.write_summary(self.tb_writer, "train/current_", state.batch_idx_train)
+            tot_loss.write_summary(self.tb_writer, "train/tot_", state.batch_idx_train)
             if params.use_fp16:
-                self.tb_writer.add_scalar("train/grad_scale", grad_scale, params.batch_idx_train)
+                self.tb_writer.add_scalar("train/grad_scale", grad_scale, state.batch_idx_train)
 
     def validate(self) -> None:
-        params = self.params
+        params, state = self.params, self.state
         logging.info("Computing validation loss")
         for name, valid_dl in self.valid_dls.items():
-            valid_info = compute_validation_loss(params, self.model, self.sp, valid_dl)
-            logging.info(f"Epoch {params.cur_epoch}, validation on {name}: {valid_info}")
-            valid_info.write_summary(self.tb_writer, f"train/{name}_valid_", params.batch_idx_train)
+            valid_info = compute_validation_loss(params, self.model, self.sp, valid_dl, state)
+            logging.info(f"Epoch {state.cur_epoch}, validation on {name}: {valid_info}")
+            valid_info.write_summary(self.tb_writer, f"train/{name}_valid_", state.batch_idx_train)
             loss_value = valid_info["loss"] / max(valid_info["frames"], 1)
-            if loss_value < params.best_valid_loss:
-                params.best_valid_epoch = params.cur_epoch
-                params.best_valid_loss = loss_value
+            if loss_value < state.best_valid_loss:
+                state.best_valid_epoch = state.cur_epoch
+                state.best_valid_loss = loss_value
         self.recipe.set_train_mode(self.model_unwrapped, params)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self, filename: Path) -> None:
         if self.rank != 0:
             return
+        state = {**self.state.to_checkpoint(), "average_period": self.params.average_period}
         save_checkpoint(
             filename=filename,
             model=self.model_unwrapped,
             model_avg=self.model_avg,
-            params=self.params,
+            state=state,
+            metadata=self.metadata,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             scaler=self.scaler,
             sampler=self.train_dl.sampler,
             rank=self.rank,
         )
-        self.recipe.on_checkpoint_saved(filename, self.params, self.model_unwrapped, self.model_avg)
+        self.recipe.on_checkpoint_saved(filename, {**state, **self.metadata}, self.model_unwrapped, self.model_avg)
 
     def save_batch_checkpoint(self) -> None:
         params = self.params
-        self.save(params.exp_dir / f"checkpoint-{params.batch_idx_train}.pt")
+        self.save(params.exp_dir / f"checkpoint-{self.state.batch_idx_train}.pt")
         if self.rank == 0:
             remove_checkpoints(out_dir=params.exp_dir, topk=params.keep_last_k)
 
 
-def load_bpe_model(path: str) -> spm.SentencePieceProcessor:
-    if not Path(path).is_file():
-        raise UserError(f"BPE model {path} not found: run ./prepare.sh or pass --bpe-model")
-    sp = spm.SentencePieceProcessor()
-    sp.load(str(path))
-    return sp
-
-
-def run(rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRecipe) -> None:
+def run(
+    rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRecipe, given: frozenset = frozenset()
+) -> None:
     params = get_params()
     params.update(vars(args))
     params.exp_dir = Path(params.exp_dir)
@@ -615,7 +667,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRe
     logging.info("Training started")
     try:
         with exit_on_user_error():
-            trainer = Trainer(recipe, params, rank, world_size)
+            trainer = Trainer(recipe, params, rank, world_size, given)
             trainer.setup()
             trainer.fit()
     finally:
@@ -638,13 +690,14 @@ def main(recipe: TrainingRecipe) -> None:
     """Entry point of a train.py: parse flags, then one process, mp.spawn, or a torchrun worker."""
     parser = get_parser(recipe)
     args = parser.parse_args()
+    given = flags_given(parser)
     args.exp_dir = Path(args.exp_dir)
     if "TORCHELASTIC_RUN_ID" in os.environ:
         # torchrun (possibly several machines): it started this process and set rank and world size.
         world_size = int(os.environ["WORLD_SIZE"])
         args.world_size = world_size
-        run(int(os.environ["RANK"]), world_size, args, recipe)
+        run(int(os.environ["RANK"]), world_size, args, recipe, given)
     elif args.world_size > 1:
-        mp.spawn(run, args=(args.world_size, args, recipe), nprocs=args.world_size, join=True)
+        mp.spawn(run, args=(args.world_size, args, recipe, given), nprocs=args.world_size, join=True)
     else:
-        run(0, 1, args, recipe)
+        run(0, 1, args, recipe, given)

@@ -29,6 +29,23 @@ class AttributeDict(dict):
             raise AttributeError(f"no attribute '{key}'") from None
 
 
+class FrozenAttributeDict(AttributeDict):
+    """An AttributeDict that refuses changes: the configuration of a run once it is set up."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("the run's configuration is frozen once set up; loop state lives in TrainingState")
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _refuse
+    update = setdefault = pop = popitem = clear = _refuse
+
+    def __deepcopy__(self, memo: dict) -> "FrozenAttributeDict":
+        return self
+
+    def __reduce__(self) -> tuple:
+        # Pickling (data-loader workers, mp.spawn) would otherwise rebuild it item by item.
+        return (FrozenAttributeDict, (dict(self),))
+
+
 def str2bool(v: Any) -> bool:
     """argparse type accepting yes/true/t/y/1 and no/false/f/n/0, as icefall's flags do."""
     if isinstance(v, bool):
@@ -39,6 +56,10 @@ def str2bool(v: Any) -> bool:
     if s in ("no", "false", "f", "n", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no), got '{v}'")
+
+
+# Marks the handlers setup_logger added, so that a later call replaces those and no others.
+_OWN_HANDLER = "_zipformer_recipe_handler"
 
 
 def setup_logger(
@@ -64,16 +85,18 @@ def setup_logger(
 
     level = getattr(logging, log_level.upper())
     root = logging.getLogger()
-    for handler in list(root.handlers):
+    # Replace only the handlers an earlier call added (a second decode in one process), never a caller's.
+    for handler in [h for h in root.handlers if getattr(h, _OWN_HANDLER, False)]:
         root.removeHandler(handler)
+        handler.close()
     root.setLevel(level)
-    file_handler = logging.FileHandler(path, mode="w")
-    file_handler.setFormatter(logging.Formatter(formatter))
-    root.addHandler(file_handler)
+    handlers: list[logging.Handler] = [logging.FileHandler(path, mode="w")]
     if rank == 0 or os.environ.get("ICEFALL_LOG_ALL_RANKS"):
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter(formatter))
-        root.addHandler(console)
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(formatter))
+        setattr(handler, _OWN_HANDLER, True)
+        root.addHandler(handler)
     return path
 
 

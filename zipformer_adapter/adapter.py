@@ -7,7 +7,7 @@ checkpoints interoperate with icefall's adapter recipe). The base model's code i
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -21,7 +21,9 @@ from zipformer.zipformer import Zipformer2EncoderLayer
 # Assignment order gives icefall's state_dict order (mid, post_sa, post_conv, adapter).
 ADAPTER_POSITIONS = ("mid_adapter", "post_sa_adapter", "post_conv_adapter", "adapter")
 ADAPTER_INITS = ("zero", "icefall")
-ADAPTER_FILE_FORMAT = 1
+ADAPTER_FILE_FORMAT = 2
+# The flags of the adapter recipe that a checkpoint's model_config stores (see zipformer.model_config).
+ADAPTER_CONFIG_KEYS = ("use_adapters", "adapter_dim")
 
 
 class AdapterModule(nn.Module):
@@ -141,24 +143,24 @@ def save_adapter_checkpoint(
     filename: Path,
     model: nn.Module,
     model_avg: Optional[nn.Module],
-    bottleneck_dim: int,
+    info: Mapping[str, Any],
     init: str,
-    batch_idx_train: int,
-    average_period: int,
 ) -> None:
     """Write only the adapters (a few MB): their tensors, averaged tensors, config and base fingerprint.
 
     The keys "model" and "model_avg" hold adapter tensors only, so the same averaging code as for
-    full checkpoints works on these files.
+    full checkpoints works on these files. `info` is the full checkpoint's plain part: its
+    batch_idx_train, average_period, model_config and vocabulary are stored too, so an adapter
+    file alone says which model and tokens it fits.
     """
     state = model.state_dict()
+    config = info["model_config"]
     checkpoint = {
         "format": ADAPTER_FILE_FORMAT,
         "model": {k: v.detach().cpu().clone() for k, v in adapter_state_dict(state).items()},
-        "adapter_config": {"dim": bottleneck_dim, "positions": list(ADAPTER_POSITIONS), "init": init},
+        "adapter_config": {"dim": config["adapter_dim"], "positions": list(ADAPTER_POSITIONS), "init": init},
         "base_fingerprint": base_fingerprint(state),
-        "batch_idx_train": batch_idx_train,
-        "average_period": average_period,
+        **{key: info[key] for key in ("batch_idx_train", "average_period", "model_config", "vocabulary")},
     }
     if model_avg is not None:
         avg = model_avg.state_dict()

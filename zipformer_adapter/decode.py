@@ -24,6 +24,7 @@ from typing import Dict  # noqa: E402
 from zipformer import decoding  # noqa: E402
 from zipformer.atomic import atomic_write_text  # noqa: E402
 from zipformer.decoding import DecodingSession  # noqa: E402
+from zipformer.model_config import flags_given  # noqa: E402
 from zipformer.utils import UserError, exit_on_user_error, str2bool  # noqa: E402
 from zipformer_adapter.adapter import adapters_disabled  # noqa: E402
 from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe  # noqa: E402
@@ -60,11 +61,17 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     recipe = AdapterDecodingRecipe()
-    args = get_parser().parse_args()
+    parser = get_parser()
+    args = parser.parse_args()
     with exit_on_user_error():
         if args.forgetting_report and not args.use_adapters:
             raise UserError("--forgetting-report compares adapters off and on: it needs --use-adapters 1")
-        session = DecodingSession(recipe, args)
+        session = DecodingSession(recipe, args, flags_given(parser))
+        if args.forgetting_report and not session.params.use_adapters:
+            raise UserError(
+                "--forgetting-report compares adapters off and on, but the checkpoint has no adapters "
+                "(trained with --use-adapters 0): decode it without --forgetting-report"
+            )
         if args.forgetting_report:
             write_forgetting_report(session)
         else:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import argparse  # noqa: E402
 from typing import Dict, List, Optional  # noqa: E402
 
 from zipformer import onnx_export  # noqa: E402
-from zipformer.decoding import checkpoint_suffix  # noqa: E402
+from zipformer.checkpoint import checkpoint_suffix  # noqa: E402
 from zipformer.onnx_export import StateDict  # noqa: E402
 from zipformer.utils import AttributeDict  # noqa: E402
 from zipformer_adapter.adapter import (  # noqa: E402
@@ -50,6 +51,10 @@ def adapter_metadata(params: AttributeDict, state_dict: StateDict) -> Dict[str, 
 
 def file_suffix(params: AttributeDict) -> str:
     return Path(params.adapter_ckpt).stem if params.adapter_ckpt else checkpoint_suffix(params)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return onnx_export.get_parser(AdapterDecodingRecipe(), "zipformer_adapter/exp")
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Path]:

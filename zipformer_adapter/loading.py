@@ -11,7 +11,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from zipformer.checkpoint import read_model_state_dict
+from zipformer.checkpoint import LoadedWeights, read_model_file
 from zipformer.utils import UserError
 from zipformer_adapter.adapter import (
     adapter_state_dict,
@@ -62,7 +62,7 @@ def load_state_dict_with_adapters(
 
 def load_base_then_adapters(model: nn.Module, finetune_ckpt: str, adapter_dim: int) -> None:
     """Start an adapter fine-tune from a pretrained checkpoint (which may already hold adapters)."""
-    state_dict = read_model_state_dict(finetune_ckpt, flag="--finetune-ckpt")
+    state_dict = read_model_file(finetune_ckpt, flag="--finetune-ckpt").state_dict
     if adapter_state_dict(state_dict):
         check_adapter_dim(state_dict, adapter_dim, finetune_ckpt)
     load_state_dict_with_adapters(model, state_dict, finetune_ckpt, adapters_required=False)
@@ -77,7 +77,7 @@ def combine_base_and_adapters(
     base_ckpt: str, adapters: Dict[str, torch.Tensor], expected_fingerprint: str, adapter_source: str
 ) -> Dict[str, torch.Tensor]:
     """A full state_dict from a base checkpoint and adapter tensors trained on that base."""
-    base = base_state_dict(read_model_state_dict(base_ckpt, flag="--base-ckpt"))
+    base = base_state_dict(read_model_file(base_ckpt, flag="--base-ckpt").state_dict)
     fingerprint = base_fingerprint(base)
     if expected_fingerprint and fingerprint != expected_fingerprint:
         raise UserError(
@@ -89,6 +89,13 @@ def combine_base_and_adapters(
     return combined
 
 
-def load_adapter_file_on_base(base_ckpt: str, adapter_ckpt: str) -> Dict[str, torch.Tensor]:
+def load_adapter_file_on_base(base_ckpt: str, adapter_ckpt: str) -> LoadedWeights:
+    """The base model with an adapter-only file's adapters; configuration and vocabulary of the adapter file."""
     checkpoint = load_adapter_checkpoint(Path(adapter_ckpt))
-    return combine_base_and_adapters(base_ckpt, checkpoint["model"], checkpoint["base_fingerprint"], adapter_ckpt)
+    return LoadedWeights(
+        combine_base_and_adapters(base_ckpt, checkpoint["model"], checkpoint["base_fingerprint"], adapter_ckpt),
+        f"{base_ckpt} with the adapters of {adapter_ckpt}",
+        adapter_ckpt,
+        checkpoint.get("model_config"),
+        checkpoint.get("vocabulary"),
+    )

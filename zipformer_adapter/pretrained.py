@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Transcribe a few audio files with an adapter fine-tuned checkpoint, adapters on or off.
 
-  ./zipformer_adapter/pretrained.py --checkpoint exp/adapter_dim8/epoch-6.pt --use-adapters 1 \\
-      --adapter-dim 8 --bpe-model data/lang_bpe_500/bpe.model [model-shape flags] foo.wav
+  ./zipformer_adapter/pretrained.py --checkpoint exp/adapter_dim8/epoch-6.pt \\
+      --bpe-model data/lang_bpe_500/bpe.model foo.wav      # --use-adapters 0: the base model
 
 Everything else is as in ./zipformer/pretrained.py.
 """
@@ -11,8 +11,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import argparse  # noqa: E402
+
 from zipformer import pretrained  # noqa: E402
 from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return pretrained.get_parser(AdapterDecodingRecipe())
+
 
 if __name__ == "__main__":
     pretrained.main(AdapterDecodingRecipe())

@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""Decode GigaSpeech DEV and TEST with GigaSpeech's scoring: decode.py with these defaults.
+
+The seed tutorial's "before fine-tuning" command, as written:
+  ./zipformer/decode_gigaspeech.py --epoch 99 --avg 1 --exp-dir zipformer/exp_giga \\
+      --use-averaged-model 0 --max-duration 1000 --decoding-method greedy_search
+
+Reads data/fbank/cuts_{DEV,TEST}.jsonl.gz (./prepare.sh --dataset gigaspeech); writes icefall's
+result files into {exp_dir}/{decoding_method}_giga/. Every decode.py flag works here too.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from zipformer.decoding import GIGASPEECH_DEFAULTS, main  # noqa: E402
+from zipformer.decoding import get_parser as _get_parser  # noqa: E402
+from zipformer.recipe import DecodingRecipe  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = _get_parser(DecodingRecipe())
+    parser.set_defaults(**GIGASPEECH_DEFAULTS)
+    return parser
+
+
+if __name__ == "__main__":
+    main(DecodingRecipe(), get_parser())

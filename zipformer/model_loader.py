@@ -1,0 +1,81 @@
+"""The one model loader of decoding, export and pretrained.py: weights, configuration, vocabulary, model.
+
+  resolve_weights: weights <- the recipe (a file, or an average over epochs/checkpoints)
+                   params  <- the configuration stored with them (zipformer.model_config)
+  build_model:     check   <- the vocabulary they were trained with against the BPE model / tokens.txt
+                   model   <- built by the recipe from params, loaded strictly, eval mode
+Decoding calls the two apart, because its result-file names depend on the resolved configuration.
+"""
+import logging
+from typing import Any, Mapping, Tuple
+
+from torch import nn
+
+from zipformer.checkpoint import LoadedWeights, StateDict
+from zipformer.model_config import apply_model_config
+from zipformer.recipe import DecodingRecipe
+from zipformer.utils import AttributeDict, UserError, count_parameters
+from zipformer.vocabulary import check_vocabulary
+
+
+def check_vocab_size(state_dict: StateDict, params: AttributeDict, source: str, flag: str) -> None:
+    """The decoder's embedding must have params.vocab_size rows (what the BPE model / tokens.txt has)."""
+    embedding = state_dict.get("decoder.embedding.weight")
+    if embedding is not None and embedding.shape[0] != params.vocab_size:
+        raise UserError(
+            f"{source} was trained with {embedding.shape[0]} tokens but {flag} has "
+            f"{params.vocab_size}: pass the BPE model / tokens.txt the model was trained with"
+        )
+
+
+def _unknown_settings(weights: LoadedWeights, recipe: DecodingRecipe) -> str:
+    extra = {k: v for k, v in (weights.model_config or {}).items() if k not in recipe.config_keys and v}
+    return ", ".join(f"{k}={v}" for k, v in extra.items())
+
+
+def resolve_weights(params: AttributeDict, recipe: DecodingRecipe, given: frozenset) -> LoadedWeights:
+    """Read the weights the flags select and take the configuration stored with them into params."""
+    weights = recipe.load_state_dict(params)
+    apply_model_config(params, weights.model_config, given, weights.source, recipe.config_keys, recipe.off_switches)
+    return weights
+
+
+def build_model(
+    params: AttributeDict,
+    recipe: DecodingRecipe,
+    weights: LoadedWeights,
+    vocabulary: Mapping[str, Any],
+    vocabulary_flag: str,
+) -> nn.Module:
+    """The recipe's model for `weights` (from resolve_weights), loaded strictly, in eval mode on the CPU.
+
+    params.vocab_size and params.blank_id must already come from the BPE model or tokens.txt,
+    which `vocabulary_flag` names (e.g. "--bpe-model data/lang_bpe_500/bpe.model").
+    """
+    logging.info(f"Using {weights.description}")
+    if weights.model_config is None:
+        logging.info(f"{weights.source} stores no model configuration: the model flags decide the shape")
+    check_vocabulary(weights.vocabulary, vocabulary, weights.source, vocabulary_flag)
+    check_vocab_size(weights.state_dict, params, weights.source, vocabulary_flag)
+    model = recipe.get_model(params)
+    logging.info(f"Number of model parameters: {count_parameters(model)}")
+    try:
+        recipe.load_weights(model, weights, params)
+    except UserError as e:
+        unknown = _unknown_settings(weights, recipe)
+        if not unknown:
+            raise
+        raise UserError(f"{e} ({weights.source} was trained with settings this recipe lacks: {unknown})") from None
+    return model.eval()
+
+
+def load_model(
+    params: AttributeDict,
+    recipe: DecodingRecipe,
+    given: frozenset,
+    vocabulary: Mapping[str, Any],
+    vocabulary_flag: str,
+) -> Tuple[nn.Module, LoadedWeights]:
+    """resolve_weights, then build_model: the model and the weights it was built from."""
+    weights = resolve_weights(params, recipe, given)
+    return build_model(params, recipe, weights, vocabulary, vocabulary_flag), weights
