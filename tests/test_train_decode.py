@@ -280,3 +280,16 @@ def test_full_finetuning_from_a_pretrained_file(tiny_corpus, tiny_base_exp: Path
     tuned = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=True)["model"]
     assert tuned.keys() == base.keys()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)
+
+
+def test_decode_gigaspeech_runs_the_seeds_command(tiny_corpus, tiny_base_exp: Path):
+    """The seed's first command, with only the data paths changed (GigaSpeech is not here)."""
+    test_cuts = f"dev={tiny_corpus['source_dev']},test={tiny_corpus['source_test']}"
+    run_script(
+        "zipformer/decode_gigaspeech.py", "--epoch", "2", "--avg", "1", "--exp-dir", tiny_base_exp,
+        "--use-averaged-model", "0", "--max-duration", "1000", "--decoding-method", "greedy_search",
+        "--bpe-model", tiny_corpus["bpe_model"], "--test-cuts", test_cuts,
+    )
+    res_dir = tiny_base_exp / "greedy_search_giga"
+    for test_set in ("dev", "test"):
+        assert list(res_dir.glob(f"wer-summary-{test_set}-greedy_search-epoch-2-avg-1-*.txt")), test_set
