@@ -8,22 +8,19 @@ from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 from zipformer.checkpoint import LoadedWeights
 from zipformer.training import get_parser as training_parser
 from zipformer.utils import AttributeDict, UserError
-from zipformer_adapter.adapter import (
-    ADAPTER_POSITIONS,
-    AdapterModule,
-    adapter_dim_of,
-    adapters_disabled,
-    base_fingerprint,
-    is_adapter_key,
-    load_adapter_checkpoint,
-)
-from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe
-from zipformer_adapter.model import get_model
-from zipformer_adapter.training_recipe import AdapterTrainingRecipe, default_cuts
+from zipformer.tuner import base_fingerprint, freeze_all_but_tuner, load_tuner_file, tuner_disabled
+from zipformer.tuning import TunerDecodingRecipe, TunerTrainingRecipe, default_cuts, get_tuned_model
+from zipformer_adapter.adapter import AdapterModule, AdapterTuner, is_adapter_key
+
+TUNER = AdapterTuner()
+
+
+def get_model(params: AttributeDict) -> torch.nn.Module:
+    return get_tuned_model(params, TUNER)
 
 
 def model_params(flags, **overrides) -> AttributeDict:
-    args = training_parser(AdapterTrainingRecipe()).parse_args(list(map(str, flags)))
+    args = training_parser(TunerTrainingRecipe(TUNER)).parse_args(list(map(str, flags)))
     params = AttributeDict(vars(args))
     params.update(feature_dim=80, vocab_size=500, blank_id=0)
     params.update(overrides)
@@ -86,7 +83,7 @@ def test_adapters_can_be_switched_off_without_rebuilding():
     base = get_model(model_params(TINY_MODEL_FLAGS, use_adapters=False)).eval()
     base.load_state_dict({k: v for k, v in model.state_dict().items() if not is_adapter_key(k)})
     with_adapters = encoder_output(model)
-    with adapters_disabled(model):
+    with tuner_disabled(model, TUNER):
         assert torch.equal(encoder_output(model), encoder_output(base))
     assert torch.equal(encoder_output(model), with_adapters)
     assert not torch.allclose(with_adapters, encoder_output(base))
@@ -94,11 +91,11 @@ def test_adapters_can_be_switched_off_without_rebuilding():
 
 def test_use_adapters_0_loads_the_original_model_from_an_adapter_checkpoint():
     adapted = get_model(model_params(TINY_MODEL_FLAGS, adapter_dim=4, adapter_init="icefall")).eval()
-    recipe = AdapterDecodingRecipe()
+    recipe = TunerDecodingRecipe(TUNER)
     params = model_params(TINY_MODEL_FLAGS, use_adapters=False)
     off = get_model(params).eval()
     recipe.load_weights(off, LoadedWeights(adapted.state_dict(), "", "the checkpoint"), params)
-    with adapters_disabled(adapted):
+    with tuner_disabled(adapted, TUNER):
         assert torch.equal(encoder_output(off), encoder_output(adapted))
 
 
@@ -106,7 +103,7 @@ def test_decoding_with_the_wrong_adapter_dim_is_refused():
     adapted = get_model(model_params(TINY_MODEL_FLAGS, adapter_dim=4))
     params = model_params(TINY_MODEL_FLAGS, adapter_dim=8)
     with pytest.raises(UserError, match="pass --adapter-dim 4"):
-        AdapterDecodingRecipe().load_weights(get_model(params), LoadedWeights(adapted.state_dict(), "", "ckpt"), params)
+        TunerDecodingRecipe(TUNER).load_weights(get_model(params), LoadedWeights(adapted.state_dict(), "", "ckpt"), params)
 
 
 def test_without_data_flags_the_recipe_fine_tunes_on_the_new_domain(tmp_path: Path):
@@ -119,7 +116,7 @@ def test_without_data_flags_the_recipe_fine_tunes_on_the_new_domain(tmp_path: Pa
     assert what == "GigaSpeech" and train == str(tmp_path / "cuts_S.jsonl.gz")
     assert valid.startswith("librispeech=") and f"gigaspeech={tmp_path / 'cuts_DEV.jsonl.gz'}" in valid
     params = model_params(["--manifest-dir", tmp_path, "--valid-cuts", "mine=x.jsonl.gz"])
-    AdapterTrainingRecipe().choose_data(params)
+    TunerTrainingRecipe(TUNER).choose_data(params)
     assert params.train_cuts == str(tmp_path / "cuts_S.jsonl.gz") and params.valid_cuts == "mine=x.jsonl.gz"
 
 
@@ -178,12 +175,12 @@ def test_adapter_only_checkpoints_are_small_and_self_describing(adapter_exp: Pat
     full = adapter_exp / "epoch-2.pt"
     small = adapter_exp / "adapter-epoch-2.pt"
     assert small.stat().st_size * 5 < full.stat().st_size
-    checkpoint = load_adapter_checkpoint(small)
-    assert checkpoint["adapter_config"]["dim"] == 4
-    assert checkpoint["adapter_config"]["positions"] == list(ADAPTER_POSITIONS)
-    assert checkpoint["base_fingerprint"] == base_fingerprint(torch.load(base_ckpt, weights_only=True)["model"])
+    checkpoint = load_tuner_file(small, TUNER)
+    assert checkpoint["tuner"] == {"name": "adapters", "use_adapters": True, "adapter_dim": 4}
+    assert checkpoint["model_config"]["adapter_dim"] == 4 and checkpoint["vocabulary"]["size"] == 40
+    assert checkpoint["base_fingerprint"] == base_fingerprint(torch.load(base_ckpt, weights_only=True)["model"], TUNER)
     assert set(checkpoint["model"]) == set(checkpoint["model_avg"])
-    assert all(is_adapter_key(k) for k in checkpoint["model"]) and adapter_dim_of(checkpoint["model"]) == 4
+    assert all(is_adapter_key(k) for k in checkpoint["model"]) and TUNER.size_of(checkpoint["model"]) == 4
 
 
 def decode_adapters(corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
@@ -294,12 +291,10 @@ def test_adapter_gradients_are_finite_with_the_frozen_body_in_eval_mode(tiny_cor
     import sentencepiece as spm
     from lhotse import load_manifest
 
-    from zipformer_adapter.adapter import freeze_all_but_adapters, set_adapter_train_mode
-
     torch.manual_seed(0)
     model = get_model(model_params(TINY_MODEL_FLAGS, adapter_dim=4, adapter_init="icefall", vocab_size=40))
-    freeze_all_but_adapters(model)
-    set_adapter_train_mode(model)
+    freeze_all_but_tuner(model, TUNER)
+    TUNER.set_train_mode(model)
     assert not any(m.training for n, m in model.named_modules() if "adapter" not in n)
     sp = spm.SentencePieceProcessor(model_file=str(tiny_corpus["bpe_model"]))
     cuts = load_manifest(tiny_corpus["target_train"])

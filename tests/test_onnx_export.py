@@ -23,7 +23,7 @@ import torch
 
 from conftest import run_script
 from zipformer.beam_search import greedy_search_batch
-from zipformer.checkpoint import load_averaged_state_dict
+from zipformer.checkpoint import load_averaged_state_dict, tensors_fingerprint
 from zipformer.model_args import add_model_arguments
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import model_config
@@ -39,9 +39,15 @@ from zipformer.onnx_inference import (
 )
 from zipformer.utils import AttributeDict, UserError
 from zipformer.vocabulary import tokens_vocabulary
-from zipformer_adapter.adapter import adapter_fingerprint, adapters_disabled, base_fingerprint, save_adapter_checkpoint
-from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe
-from zipformer_adapter.model import get_model as get_adapter_model
+from zipformer.tuner import base_fingerprint, save_tuner_file, tuner_disabled, tuner_tensors
+from zipformer.tuning import TunerDecodingRecipe, get_tuned_model
+from zipformer_adapter.adapter import AdapterTuner
+
+TUNER = AdapterTuner()
+
+
+def get_adapter_model(params: AttributeDict) -> torch.nn.Module:
+    return get_tuned_model(params, TUNER)
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTER_EXPORT = REPO / "zipformer_adapter" / "export-onnx.py"
@@ -141,13 +147,13 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     info = {
         "batch_idx_train": 300,
         "average_period": 10,
-        "model_config": model_config(model_params(use_adapters=True), AdapterDecodingRecipe.config_keys),
+        "model_config": model_config(model_params(use_adapters=True), TunerDecodingRecipe(TUNER).config_keys),
         "vocabulary": tokens_vocabulary(dict(enumerate(SYMBOLS))),
     }
     torch.save({"model": model.state_dict(), **info}, exp_dir / "epoch-3.pt")
     base_state = {k: v for k, v in model.state_dict().items() if "adapter" not in k}
     torch.save({"model": base_state}, root / "base.pt")
-    save_adapter_checkpoint(exp_dir / "adapter-epoch-3.pt", model, None, info, "zero")
+    save_tuner_file(exp_dir / "adapter-epoch-3.pt", model, None, info, TUNER)
 
     start = {k: v + 0.01 * torch.randn_like(v) for k, v in base_state.items()}
     for epoch, (weights, batches) in enumerate(((start, 100), (base_state, 200)), start=1):
@@ -264,8 +270,8 @@ def test_metadata(exported, tiny, int8):
         "adapter_dim": str(ADAPTER_DIM),
         "adapter_positions": "mid_adapter,post_sa_adapter,post_conv_adapter,adapter",
         "num_adapters": str(4 * NUM_LAYERS),
-        "adapter_fingerprint": adapter_fingerprint(state),
-        "base_fingerprint": base_fingerprint(state),
+        "adapter_fingerprint": tensors_fingerprint(tuner_tensors(state, TUNER)),
+        "base_fingerprint": base_fingerprint(state, TUNER),
     }
     assert {k: encoder.get(k) for k in expected} == expected
     decoder = read_metadata(exported["decoder" + kind])
@@ -310,7 +316,7 @@ def test_decoder_and_joiner_match_torch(exported, tiny):
 def test_adapters_are_baked_into_the_encoder(exported, tiny):
     x, x_lens = pad_features(random_features(2, [120]))
     encoder_out, _ = transducer(exported).run_encoder(x, x_lens)
-    with torch.no_grad(), adapters_disabled(tiny.model):
+    with torch.no_grad(), tuner_disabled(tiny.model, TUNER):
         without_adapters, _ = OnnxEncoder(tiny.model)(torch.from_numpy(x), torch.from_numpy(x_lens))
     assert np.abs(encoder_out - without_adapters.numpy()).max() > 1e-2
 

@@ -394,8 +394,10 @@ def main(
     encoder_metadata: Optional[MetadataHook] = None,
     file_suffix: SuffixHook = checkpoint_suffix,
     argv: Optional[List[str]] = None,
+    parser: Optional[argparse.ArgumentParser] = None,
 ) -> Dict[str, Path]:
-    parser = get_parser(recipe, default_exp_dir)
+    """export-onnx.py of a recipe; `parser` defaults to get_parser(recipe, default_exp_dir)."""
+    parser = parser or get_parser(recipe, default_exp_dir)
     args = parser.parse_args(argv)
     params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
     params.update(vars(args))

@@ -535,8 +535,12 @@ class ActivationDropoutAndLinear(nn.Module):
         self.dropout_p = dropout_p
         self.dropout_shared_dim = dropout_shared_dim
 
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation alone: what the linear map sees at inference (dropout trains only)."""
+        return self._activation_fn(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._activation_fn(x)
+        x = self.activate(x)
         p = float(self.dropout_p)
         if regularisers_active(self) and p > 0.0:
             if self.dropout_shared_dim is None:

@@ -1,29 +1,24 @@
-"""Residual bottleneck adapters for a Zipformer2 encoder, added by composition.
+"""Residual bottleneck adapters for a Zipformer2 encoder: the adapter tuner.
 
-`add_adapters(model, dim)` puts four `AdapterModule`s into every `Zipformer2EncoderLayer`, at the
-insertion points the base layer exposes (the reference's positions and parameter names, so
-checkpoints interoperate with icefall's adapter recipe). The base model's code is not copied.
+`AdapterTuner` puts four `AdapterModule`s into every `Zipformer2EncoderLayer`, at the insertion
+points the base layer exposes (the reference's positions and parameter names, so checkpoints
+interoperate with icefall's adapter recipe). The base model's code is not copied; everything
+that is not specific to adapters (freezing, files, loading, the scripts) is zipformer.tuning's.
 """
-import logging
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+import argparse
+from typing import List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from zipformer.atomic import write_atomically
-from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint
 from zipformer.scaling import SwooshL
-from zipformer.utils import UserError
+from zipformer.tuner import Tuner
+from zipformer.utils import AttributeDict, UserError, str2bool
 from zipformer.zipformer import Zipformer2EncoderLayer
 
 # Assignment order gives icefall's state_dict order (mid, post_sa, post_conv, adapter).
 ADAPTER_POSITIONS = ("mid_adapter", "post_sa_adapter", "post_conv_adapter", "adapter")
 ADAPTER_INITS = ("zero", "icefall")
-ADAPTER_FILE_FORMAT = 2
-# The flags of the adapter recipe that a checkpoint's model_config stores (see zipformer.model_config).
-ADAPTER_CONFIG_KEYS = ("use_adapters", "adapter_dim")
 
 
 class AdapterModule(nn.Module):
@@ -82,113 +77,65 @@ def is_adapter_key(name: str) -> bool:
     return "adapter" in name
 
 
-def freeze_all_but_adapters(model: nn.Module) -> None:
-    for name, param in model.named_parameters():
-        param.requires_grad_(is_adapter_key(name))
+class AdapterTuner(Tuner):
+    """icefall's flags: --use-adapters, --adapter-dim (and --adapter-init for training)."""
 
+    name = "adapters"
+    file_prefix = "adapter-"
+    switch = "use_adapters"
+    size = "adapter_dim"
 
-def set_adapter_train_mode(model: nn.Module) -> None:
-    """Adapters in train mode, every other module in eval mode.
+    def add_arguments(self, group: argparse._ArgumentGroup, for_training: bool) -> None:
+        group.add_argument(
+            "--use-adapters",
+            type=str2bool,
+            default=True,
+            help="Put four residual bottleneck adapters into every encoder layer. With 0, training is "
+            "full fine-tuning and decoding runs the original model (adapter weights are ignored).",
+        )
+        group.add_argument("--adapter-dim", type=int, default=16, help="Bottleneck dimension of the adapters.")
+        if for_training:
+            group.add_argument(
+                "--adapter-init",
+                type=str,
+                default="zero",
+                choices=ADAPTER_INITS,
+                help="zero: out_proj starts at 0, so fresh adapters leave the model unchanged; "
+                "icefall: PyTorch's default init, as the reference recipe does.",
+            )
 
-    The frozen body then computes exactly its inference function (no dropout, layer skip or
-    feature masks, and the training-only gradient regularisers are off), so fine-tuning sees
-    the same network that decoding and the exported model run.
-    """
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, AdapterModule):
-            module.train()
+    def inject(self, model: nn.Module, params: AttributeDict) -> int:
+        return add_adapters(model, params.adapter_dim, params.get("adapter_init", "zero"))
 
+    def is_tuner_key(self, name: str) -> bool:
+        return is_adapter_key(name)
 
-@contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[None]:
-    """Temporarily run the base model: every adapter becomes the identity."""
-    adapters = [m for m in model.modules() if isinstance(m, AdapterModule)]
-    previous = [m.enabled for m in adapters]
-    for m in adapters:
-        m.enabled = False
-    try:
-        yield
-    finally:
-        for m, state in zip(adapters, previous):
-            m.enabled = state
+    def size_of(self, state_dict: Mapping[str, torch.Tensor]) -> Optional[int]:
+        for key, value in state_dict.items():
+            if is_adapter_key(key) and key.endswith("in_proj.weight"):
+                return int(value.shape[0])
+        return None
 
+    def set_enabled(self, model: nn.Module, enabled: bool) -> None:
+        for module in model.modules():
+            if isinstance(module, AdapterModule):
+                module.enabled = enabled
 
-def adapter_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v for k, v in state_dict.items() if is_adapter_key(k)}
+    def set_train_mode(self, model: nn.Module) -> None:
+        """Adapters in train mode, every other module in eval mode.
 
+        The frozen body then computes exactly its inference function (no dropout, layer skip or
+        feature masks, and the training-only gradient regularisers are off), so fine-tuning sees
+        the same network that decoding and the exported model run.
+        """
+        model.eval()
+        for module in model.modules():
+            if isinstance(module, AdapterModule):
+                module.train()
 
-def base_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v for k, v in state_dict.items() if not is_adapter_key(k)}
-
-
-def base_fingerprint(state_dict: Dict[str, torch.Tensor]) -> str:
-    """A short hash of the base (non-adapter) weights: tells which base model adapters belong to."""
-    return tensors_fingerprint(base_state_dict(state_dict))
-
-
-def adapter_fingerprint(state_dict: Dict[str, torch.Tensor]) -> str:
-    return tensors_fingerprint(adapter_state_dict(state_dict))
-
-
-def adapter_dim_of(state_dict: Dict[str, torch.Tensor]) -> Optional[int]:
-    """The bottleneck dim of the adapters in a state_dict, or None if it has none."""
-    for key, value in state_dict.items():
-        if is_adapter_key(key) and key.endswith("in_proj.weight"):
-            return int(value.shape[0])
-    return None
-
-
-def save_adapter_checkpoint(
-    filename: Path,
-    model: nn.Module,
-    model_avg: Optional[nn.Module],
-    info: Mapping[str, Any],
-    init: str,
-) -> None:
-    """Write only the adapters (a few MB): their tensors, averaged tensors, config and base fingerprint.
-
-    The keys "model" and "model_avg" hold adapter tensors only, so the same averaging code as for
-    full checkpoints works on these files. `info` is the full checkpoint's plain part: its
-    batch_idx_train, average_period, model_config and vocabulary are stored too, so an adapter
-    file alone says which model and tokens it fits.
-    """
-    state = model.state_dict()
-    config = info["model_config"]
-    checkpoint = {
-        "format": ADAPTER_FILE_FORMAT,
-        "model": {k: v.detach().cpu().clone() for k, v in adapter_state_dict(state).items()},
-        "adapter_config": {"dim": config["adapter_dim"], "positions": list(ADAPTER_POSITIONS), "init": init},
-        "base_fingerprint": base_fingerprint(state),
-        **{key: info[key] for key in ("batch_idx_train", "average_period", "model_config", "vocabulary")},
-    }
-    if model_avg is not None:
-        avg = model_avg.state_dict()
-        checkpoint["model_avg"] = {k: v.detach().to("cpu", torch.float32).clone() for k, v in adapter_state_dict(avg).items()}
-    write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
-
-
-def load_adapter_checkpoint(filename: Path) -> dict:
-    path = Path(filename)
-    checkpoint = read_checkpoint_file(
-        path, missing=f"adapter checkpoint {path} not found: pass an adapter-epoch-N.pt written by zipformer_adapter/train.py"
-    )
-    if not isinstance(checkpoint, dict) or "adapter_config" not in checkpoint:
-        raise UserError(f"{path} is not an adapter-only checkpoint (no 'adapter_config'): pass an adapter-epoch-N.pt")
-    return checkpoint
-
-
-def check_adapter_dim(state_dict: Dict[str, torch.Tensor], expected_dim: int, source: str) -> None:
-    found = adapter_dim_of(state_dict)
-    if found is None:
-        raise UserError(f"{source} has no adapter weights: pass --use-adapters 0, or a checkpoint from zipformer_adapter/train.py")
-    if found != expected_dim:
-        raise UserError(f"{source} has adapters of dim {found} but --adapter-dim is {expected_dim}: pass --adapter-dim {found}")
-
-
-def log_adapter_summary(model: nn.Module, bottleneck_dim: int) -> None:
-    count = sum(p.numel() for n, p in model.named_parameters() if is_adapter_key(n))
-    logging.info(
-        f"Adapters: dim {bottleneck_dim}, {len(ADAPTER_POSITIONS)} per encoder layer "
-        f"({', '.join(ADAPTER_POSITIONS)}), {count} parameters"
-    )
+    def onnx_metadata(self, params: AttributeDict, state_dict: Mapping[str, torch.Tensor]) -> dict:
+        metadata = super().onnx_metadata(params, state_dict)
+        if params.use_adapters:
+            metadata["adapter_positions"] = ",".join(ADAPTER_POSITIONS)
+            metadata["num_adapters"] = str(sum(is_adapter_key(k) and k.endswith("in_proj.weight") for k in state_dict))
+        return metadata

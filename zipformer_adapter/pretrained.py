@@ -14,12 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 
 from zipformer import pretrained  # noqa: E402
-from zipformer_adapter.decoding_recipe import AdapterDecodingRecipe  # noqa: E402
+from zipformer.tuning import TunerDecodingRecipe  # noqa: E402
+from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return pretrained.get_parser(AdapterDecodingRecipe())
+    return pretrained.get_parser(TunerDecodingRecipe(AdapterTuner()))
 
 
 if __name__ == "__main__":
-    pretrained.main(AdapterDecodingRecipe())
+    pretrained.main(TunerDecodingRecipe(AdapterTuner()))

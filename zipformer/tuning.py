@@ -1,0 +1,376 @@
+"""A tuner (zipformer.tuner.Tuner) plugged into the shared training, decoding and export machinery.
+
+A tuner's recipe directory is its Tuner plus thin scripts:
+  train.py:       training.main(TunerTrainingRecipe(tuner))
+  decode.py:      decode_main(tuner)        (with --forgetting-report: the tuner off and on)
+  export-onnx.py: export_main(tuner)        (with --merge-{name} when the tuner can merge)
+  pretrained.py:  pretrained.main(TunerDecodingRecipe(tuner))
+  merge.py:       merge_main(tuner)         (mergeable tuners: a plain base checkpoint)
+The fine-tune flags are icefall's (--do-finetune, --finetune-ckpt, --init-modules, the tuner's
+--use-*/size flags); one base model serves several tuners through `--base-ckpt` + tuner-only files.
+"""
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from zipformer import decoding, onnx_export
+from zipformer.atomic import atomic_write_text, write_atomically
+from zipformer.checkpoint import (
+    LoadedWeights,
+    add_checkpoint_arguments,
+    checkpoint_suffix,
+    load_averaged_state_dict,
+    read_model_file,
+)
+from zipformer.decoding import DecodingSession
+from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments
+from zipformer.model_args import get_model as get_base_model
+from zipformer.model_config import flags_given, model_config
+from zipformer.model_loader import resolve_weights
+from zipformer.recipe import DecodingRecipe
+from zipformer.training import TrainingRecipe, load_pretrained_weights
+from zipformer.tuner import (
+    StateDict,
+    Tuner,
+    base_tensors,
+    check_tuner_size,
+    combine_base_and_tuner,
+    freeze_all_but_tuner,
+    load_tuner_file,
+    load_with_tuner,
+    save_tuner_file,
+    tuner_disabled,
+    tuner_tensors,
+)
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, str2bool
+
+# Without data flags a fine-tune trains on the new domain, as icefall's adapter recipe defaults to
+# GigaSpeech: its cut files when prepared (./prepare.sh --dataset gigaspeech), else the embedded
+# target domain; validation on both the old and the new domain.
+GIGASPEECH_TRAIN = "cuts_S.jsonl.gz"
+GIGASPEECH_VALID = {"librispeech": "librispeech_cuts_dev-clean.jsonl.gz", "gigaspeech": "cuts_DEV.jsonl.gz"}
+EMBEDDED_TRAIN = "target_cuts_train.jsonl.gz"
+EMBEDDED_VALID = {"source": "source_cuts_dev.jsonl.gz", "target": "target_cuts_dev.jsonl.gz"}
+
+
+def default_cuts(manifest_dir: Path) -> tuple[str, str, str]:
+    """(what, train cuts, valid cuts) of the fine-tuning data found in manifest_dir."""
+    if (manifest_dir / GIGASPEECH_TRAIN).is_file():
+        valid = {k: manifest_dir / v for k, v in GIGASPEECH_VALID.items() if (manifest_dir / v).is_file()}
+        train, what = manifest_dir / GIGASPEECH_TRAIN, "GigaSpeech"
+    else:
+        valid = {k: manifest_dir / v for k, v in EMBEDDED_VALID.items()}
+        train, what = manifest_dir / EMBEDDED_TRAIN, "the embedded target domain"
+    return what, str(train), ",".join(f"{k}={v}" for k, v in valid.items())
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_training: bool) -> None:
+    group = parser.add_argument_group(f"{tuner.name} options")
+    tuner.add_arguments(group, for_training)
+    if for_training:
+        group.add_argument(
+            "--do-finetune",
+            type=str2bool,
+            default=True,
+            help="Start from --finetune-ckpt. A resumed run (--start-epoch > 1 or --start-batch > 0) "
+            "takes its weights from the resumed checkpoint whatever this flag says.",
+        )
+        return
+    group.add_argument(
+        f"--{tuner.file_prefix}ckpt",
+        dest="tuner_ckpt",
+        type=str,
+        default=None,
+        help=f"A {tuner.name}-only file ({tuner.file_prefix}epoch-N.pt) to put on top of --base-ckpt, "
+        "instead of the full checkpoints of --exp-dir.",
+    )
+    group.add_argument(
+        "--base-ckpt",
+        type=str,
+        default=None,
+        help=f"The base model ({{'model': state_dict}}) the {tuner.name}-only files were trained on; "
+        f"with it, --epoch/--avg average {tuner.file_prefix}epoch-N.pt files of --exp-dir.",
+    )
+
+
+def get_tuned_model(params: AttributeDict, tuner: Tuner) -> nn.Module:
+    """The base transducer, with fresh tuner modules when the tuner's switch is on."""
+    model = get_base_model(params)
+    if params[tuner.switch]:
+        count = tuner.inject(model, params)
+        logging.info(f"{tuner.name}: {_flag(tuner.size)} {params[tuner.size]}, {count} parameters")
+    return model
+
+
+class TunerTrainingRecipe(TrainingRecipe):
+    """Fine-tune a base model with a tuner (only its tensors train), or all weights with the switch off."""
+
+    def __init__(self, tuner: Tuner) -> None:
+        self.tuner = tuner
+        self.config_keys = TrainingRecipe.config_keys + tuner.config_keys
+        self.off_switches = (tuner.switch,)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_tuner_arguments(parser, self.tuner, for_training=True)
+
+    def get_model(self, params: AttributeDict) -> nn.Module:
+        return get_tuned_model(params, self.tuner)
+
+    def is_finetuning(self, params: AttributeDict) -> bool:
+        if params.do_finetune and not params.finetune_ckpt:
+            raise UserError("--do-finetune 1 needs --finetune-ckpt PATH (the pretrained model to fine-tune)")
+        return params.do_finetune
+
+    def init_from_pretrained(self, model: nn.Module, params: AttributeDict) -> None:
+        tuner = self.tuner
+        if not params[tuner.switch] or params.init_modules:
+            load_pretrained_weights(model, params.finetune_ckpt, params.init_modules)
+            return
+        state_dict = read_model_file(params.finetune_ckpt, flag="--finetune-ckpt").state_dict
+        found = len(tuner_tensors(state_dict, tuner))
+        if found:
+            check_tuner_size(state_dict, tuner, params[tuner.size], params.finetune_ckpt)
+        load_with_tuner(model, state_dict, tuner, params.finetune_ckpt, required=False)
+        logging.info(
+            f"Initialised the base model from {params.finetune_ckpt}"
+            + (f" (and its {found} {tuner.name} tensors)" if found else f"; {tuner.name} start fresh")
+        )
+
+    def select_trainable(self, model: nn.Module, params: AttributeDict) -> None:
+        if params[self.tuner.switch]:
+            freeze_all_but_tuner(model, self.tuner)
+        else:
+            model.requires_grad_(True)
+
+    def choose_data(self, params: AttributeDict) -> None:
+        if params.train_cuts is not None and params.valid_cuts is not None:
+            return
+        what, train, valid = default_cuts(Path(params.manifest_dir))
+        if params.train_cuts is None:
+            params.train_cuts = train
+            logging.info(f"No --train-cuts: fine-tuning on {what} ({train})")
+        if params.valid_cuts is None:
+            params.valid_cuts = valid
+            logging.info(f"No --valid-cuts: validating on {valid}")
+
+    def set_train_mode(self, model: nn.Module, params: AttributeDict) -> None:
+        if params[self.tuner.switch]:
+            self.tuner.set_train_mode(model)
+        else:
+            model.train()
+
+    def on_checkpoint_saved(self, filename: Path, info: Mapping[str, Any], model: nn.Module, model_avg) -> None:
+        if info["model_config"][self.tuner.switch]:
+            save_tuner_file(filename.with_name(self.tuner.file_prefix + filename.name), model, model_avg, info, self.tuner)
+
+
+class TunerDecodingRecipe(DecodingRecipe):
+    """Decode or export a tuned model: full checkpoints, or a base model plus tuner-only files."""
+
+    def __init__(self, tuner: Tuner) -> None:
+        self.tuner = tuner
+        self.config_keys = DecodingRecipe.config_keys + tuner.config_keys
+        self.off_switches = (tuner.switch,)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_tuner_arguments(parser, self.tuner, for_training=False)
+
+    def get_model(self, params: AttributeDict) -> nn.Module:
+        return get_tuned_model(params, self.tuner)
+
+    def load_state_dict(self, params: AttributeDict) -> LoadedWeights:
+        tuner = self.tuner
+        if params.tuner_ckpt:
+            if not params.base_ckpt:
+                raise UserError(f"--{tuner.file_prefix}ckpt needs --base-ckpt (the base model it was trained on)")
+            checkpoint = load_tuner_file(Path(params.tuner_ckpt), tuner)
+            base = read_model_file(params.base_ckpt, flag="--base-ckpt").state_dict
+            combined = combine_base_and_tuner(
+                base, checkpoint["model"], checkpoint["base_fingerprint"], params.base_ckpt, params.tuner_ckpt, tuner
+            )
+            return LoadedWeights(
+                combined,
+                f"{params.base_ckpt} with the {tuner.name} of {params.tuner_ckpt}",
+                params.tuner_ckpt,
+                checkpoint.get("model_config"),
+                checkpoint.get("vocabulary"),
+            )
+        if params.base_ckpt:
+            tensors = load_averaged_state_dict(params, device="cpu", prefix=tuner.file_prefix)
+            # The newest tuner file used (for --iter: the newest at or below it) names the base.
+            fingerprint = load_tuner_file(Path(tensors.source), tuner)["base_fingerprint"]
+            base = read_model_file(params.base_ckpt, flag="--base-ckpt").state_dict
+            combined = combine_base_and_tuner(
+                base, tensors.state_dict, fingerprint, params.base_ckpt, tensors.source, tuner
+            )
+            return replace(
+                tensors, state_dict=combined, description=f"{params.base_ckpt} with {tuner.name}: {tensors.description}"
+            )
+        return super().load_state_dict(params)
+
+    def load_weights(self, model: nn.Module, weights: LoadedWeights, params: AttributeDict) -> None:
+        tuner, state_dict = self.tuner, weights.state_dict
+        if params[tuner.switch]:
+            check_tuner_size(state_dict, tuner, params[tuner.size], weights.source)
+            load_with_tuner(model, state_dict, tuner, weights.source, required=True)
+            return
+        base = base_tensors(state_dict, tuner)
+        if len(base) < len(state_dict):
+            logging.info(
+                f"{_flag(tuner.switch)} 0: ignoring the checkpoint's {len(state_dict) - len(base)} "
+                f"{tuner.name} tensors (the original model)"
+            )
+        load_with_tuner(model, base, tuner, weights.source, required=False)
+
+    def describe(self, params: AttributeDict) -> str:
+        return self.tuner.describe(params)
+
+
+# ---- decode.py -----------------------------------------------------------------------------------
+
+
+def write_forgetting_report(session: DecodingSession, tuner: Tuner) -> Dict[str, Dict[str, float]]:
+    """WER of every test set with the tuner off (the base model) and on."""
+    params = session.params
+    on = session.decode_all(session.suffix)
+    off_suffix = session.suffix.replace(tuner.describe(params), f"-{tuner.name}-off")
+    with tuner_disabled(session.model, tuner):
+        off = session.decode_all(off_suffix)
+    lines = [f"test set\t{tuner.name} off (base)\t{tuner.name} on\trelative change"]
+    for name in on:
+        change = (on[name] - off[name]) / off[name] * 100 if off[name] else float("nan")
+        lines.append(f"{name}\t{off[name]:.2f}\t{on[name]:.2f}\t{change:+.1f}%")
+    report = "\n".join(lines) + "\n"
+    filename = params.res_dir / f"forgetting-report-{session.suffix}.txt"
+    atomic_write_text(filename, report)
+    logging.info(f"Forgetting report (WER %), also in {filename}:\n{report}")
+    return {"off": off, "on": on}
+
+
+def get_decode_parser(tuner: Tuner) -> argparse.ArgumentParser:
+    parser = decoding.get_parser(TunerDecodingRecipe(tuner))
+    parser.add_argument(
+        "--forgetting-report",
+        type=str2bool,
+        default=False,
+        help=f"Decode every test set with the {tuner.name} off and on, and write forgetting-report-*.txt.",
+    )
+    return parser
+
+
+def decode_main(tuner: Tuner) -> None:
+    parser = get_decode_parser(tuner)
+    args = parser.parse_args()
+    switch = _flag(tuner.switch)
+    with exit_on_user_error():
+        if args.forgetting_report and not getattr(args, tuner.switch):
+            raise UserError(f"--forgetting-report compares {tuner.name} off and on: it needs {switch} 1")
+        session = DecodingSession(TunerDecodingRecipe(tuner), args, flags_given(parser))
+        if args.forgetting_report and not session.params[tuner.switch]:
+            raise UserError(
+                f"--forgetting-report compares {tuner.name} off and on, but the checkpoint has none "
+                f"(trained with {switch} 0): decode it without --forgetting-report"
+            )
+        if args.forgetting_report:
+            write_forgetting_report(session, tuner)
+        else:
+            session.decode_all(session.suffix)
+        logging.info("Done!")
+
+
+# ---- export-onnx.py ------------------------------------------------------------------------------
+
+
+class _MergingRecipe(TunerDecodingRecipe):
+    """Loads the tuned model as usual, then folds the tuner into the base weights."""
+
+    def load_weights(self, model: nn.Module, weights: LoadedWeights, params: AttributeDict) -> None:
+        super().load_weights(model, weights, params)
+        self.tuner.merge(model)
+
+
+def _merge_flag(tuner: Tuner) -> str:
+    return f"merge_{tuner.name}"
+
+
+def get_export_parser(tuner: Tuner, default_exp_dir: str) -> argparse.ArgumentParser:
+    parser = onnx_export.get_parser(TunerDecodingRecipe(tuner), default_exp_dir)
+    if tuner.mergeable:
+        parser.add_argument(
+            _flag(_merge_flag(tuner)),
+            type=str2bool,
+            default=False,
+            help=f"Fold the {tuner.name} into the base weights first: the files are a plain Zipformer "
+            f"(no {tuner.name} nodes, no extra cost at inference) that any runtime loads.",
+        )
+    return parser
+
+
+def export_main(tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]] = None) -> Dict[str, Path]:
+    """export-onnx.py of a tuner recipe; the encoder's metadata records the tuner (or the merge)."""
+    parser = get_export_parser(tuner, default_exp_dir)
+    known, _ = parser.parse_known_args(argv)
+    merge = bool(getattr(known, _merge_flag(tuner), False))
+    recipe = _MergingRecipe(tuner) if merge else TunerDecodingRecipe(tuner)
+
+    def metadata(params: AttributeDict, state_dict: StateDict) -> Dict[str, str]:
+        extra = tuner.onnx_metadata(params, state_dict)
+        if merge:
+            extra[f"{tuner.name}_merged"] = "1"
+        return extra
+
+    def file_suffix(params: AttributeDict) -> str:
+        suffix = Path(params.tuner_ckpt).stem if params.tuner_ckpt else checkpoint_suffix(params)
+        return suffix + (f"-{tuner.name}-merged" if merge else "")
+
+    return onnx_export.main(recipe, default_exp_dir, metadata, file_suffix, argv, parser=parser)
+
+
+
+# ---- merge.py ------------------------------------------------------------------------------------
+
+
+def get_merge_parser(tuner: Tuner) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    group = parser.add_argument_group("Merge options")
+    add_checkpoint_arguments(group, f"zipformer_{tuner.name}/exp", "Merge", "Checkpoints are read here.")
+    group.add_argument("--checkpoint", type=str, default=None, help="One file to merge instead of --epoch/--avg.")
+    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    group.add_argument("--out", type=Path, required=True, help="The merged {'model': state_dict} file.")
+    add_model_arguments(parser)
+    add_tuner_arguments(parser, tuner, for_training=False)
+    return parser
+
+
+def merge_main(tuner: Tuner) -> None:
+    """merge.py of a mergeable tuner: the tuned weights folded into a plain base checkpoint."""
+    parser = get_merge_parser(tuner)
+    params = AttributeDict({"feature_dim": 80, "blank_id": 0, **vars(parser.parse_args())})
+    recipe = TunerDecodingRecipe(tuner)
+    with exit_on_user_error():
+        if not params[tuner.switch]:
+            raise UserError(f"{_flag(tuner.switch)} 0 leaves nothing to merge: drop the flag")
+        weights = resolve_weights(params, recipe, flags_given(parser))
+        embedding = weights.state_dict.get("decoder.embedding.weight")
+        if embedding is None:
+            raise UserError(f"{weights.source} has no decoder.embedding.weight: it is not a transducer checkpoint")
+        params.vocab_size = embedding.shape[0]
+        model = recipe.get_model(params)
+        recipe.load_weights(model, weights, params)
+        tuner.merge(model)
+    merged = {
+        "model": model.state_dict(),
+        "model_config": model_config(params, MODEL_CONFIG_KEYS),
+        "vocabulary": weights.vocabulary,
+    }
+    write_atomically(params.out, lambda tmp: torch.save(merged, tmp))
+    print(f"wrote {params.out}: {len(merged['model'])} tensors, {weights.description} with {tuner.name} merged")
