@@ -14,7 +14,7 @@ from zipformer.chunk_causal import (
     chunk_attention_mask,
     sample_chunk_config,
 )
-from zipformer.model_args import add_model_arguments, get_model
+from zipformer.model_args import add_model_arguments, check_causal, get_model
 from zipformer.streaming import (
     cache_padding_mask,
     get_init_states,
@@ -305,3 +305,14 @@ def test_chunk_flag_defaults_are_accepted_without_causal():
                   ["--chunk-size", "-1", "--left-context-frames", "-1"]):
         encoder = get_model(make_params(TINY_MODEL_FLAGS + flags)).encoder
         assert not encoder.causal and encoder.chunk_config() == (-1, -1)
+
+
+def test_causal_mismatch_between_checkpoint_and_flags_names_the_flag():
+    causal = causal_model("16", "32").state_dict()
+    plain = get_model(make_params(TINY_MODEL_FLAGS)).state_dict()
+    with pytest.raises(UserError, match=r"^the checkpoint is a causal \(streaming\) model: pass --causal 1$"):
+        check_causal(causal, False)
+    with pytest.raises(UserError, match=r"^x.pt is a non-causal model: pass --causal 0$"):
+        check_causal(plain, True, "x.pt")
+    check_causal(causal, True)
+    check_causal(plain, False)

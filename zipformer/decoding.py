@@ -16,7 +16,7 @@ from torch import nn
 from zipformer.asr_datamodule import AsrDataModule
 from zipformer.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
 from zipformer.checkpoint import load_averaged_state_dict
-from zipformer.model_args import add_model_arguments, get_model
+from zipformer.model_args import add_model_arguments, check_causal, get_model
 from zipformer.atomic import atomic_open
 from zipformer.scoring import (
     log_wer_summary,
@@ -25,6 +25,7 @@ from zipformer.scoring import (
     write_error_stats,
     write_wer_summary,
 )
+from zipformer.streaming import append_tail_padding, chunk_suffix, decoding_chunk_config
 from zipformer.training import load_bpe_model
 from zipformer.utils import AttributeDict, UserError, count_parameters, exit_on_user_error, setup_logger, str2bool
 
@@ -125,6 +126,8 @@ def check_decoding_method(params: AttributeDict) -> None:
         raise UserError(f"unknown --decoding-method {method}: use one of {', '.join(SEARCH_METHODS)}")
     if params.max_sym_per_frame < 1:
         raise UserError("--max-sym-per-frame must be >= 1")
+    if params.causal:
+        decoding_chunk_config(params)
 
 
 def result_key(params: AttributeDict) -> str:
@@ -135,7 +138,7 @@ def result_key(params: AttributeDict) -> str:
 
 def result_suffix(params: AttributeDict, recipe: DecodingRecipe) -> str:
     """icefall's hyphen style, e.g. epoch-20-avg-10-context-2-max-sym-per-frame-1-use-averaged-model."""
-    suffix = checkpoint_suffix(params)
+    suffix = checkpoint_suffix(params) + chunk_suffix(params)
     if params.decoding_method == "greedy_search":
         suffix += f"-context-{params.context_size}-max-sym-per-frame-{params.max_sym_per_frame}"
     else:
@@ -153,6 +156,8 @@ def decode_batch(
     device = next(model.parameters()).device
     feature = batch["inputs"].to(device)
     feature_lens = batch["supervisions"]["num_frames"].to(device)
+    if params.causal:
+        feature, feature_lens = append_tail_padding(feature, feature_lens)
     encoder_out, encoder_out_lens = model.forward_encoder(feature, feature_lens)
 
     method = params.decoding_method
@@ -237,6 +242,7 @@ def load_model(params: AttributeDict, recipe: DecodingRecipe, device: torch.devi
     state_dict, description = recipe.load_state_dict(params)
     logging.info(f"Using {description}")
     check_vocabulary(state_dict, params)
+    check_causal(state_dict, params.causal)
     try:
         recipe.load_weights(model, state_dict, params)
     except RuntimeError as e:

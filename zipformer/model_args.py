@@ -5,7 +5,7 @@ blank_id and context_size. Per-stack flags are comma-separated strings on the co
 tuples of ints after parsing; the builders accept either form.
 """
 import argparse
-from typing import Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from zipformer.decoder import Decoder
 from zipformer.joiner import Joiner
@@ -206,6 +206,25 @@ def chunk_flags(params: AttributeDict, shape: AttributeDict) -> Tuple[Tuple[int,
                     f"convolutions' context of {conv_context} frames: use at least {conv_context}"
                 )
     return chunk_sizes, left_contexts
+
+
+def is_causal_state_dict(state_dict: Mapping[str, Any]) -> Optional[bool]:
+    """Whether a checkpoint's encoder is causal (chunk-causal convolutions), or None if it has no
+    convolution modules to tell by."""
+    for key in state_dict:
+        if key.endswith("depthwise_conv.chunkwise_conv_scale"):
+            return True
+        if ".conv_module1.depthwise_conv.weight" in key:
+            return False
+    return None
+
+
+def check_causal(state_dict: Mapping[str, Any], causal: bool, source: str = "the checkpoint") -> None:
+    """A one-line UserError when `--causal` does not match the checkpoint's encoder."""
+    found = is_causal_state_dict(state_dict)
+    if found is not None and found != bool(causal):
+        kind = "a causal (streaming) model" if found else "a non-causal model"
+        raise UserError(f"{source} is {kind}: pass --causal {int(found)}")
 
 
 def _dropout_schedule() -> ScheduledFloat:

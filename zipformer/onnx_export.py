@@ -29,7 +29,7 @@ from torch import nn
 
 from zipformer.atomic import write_atomically
 from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, check_vocabulary, checkpoint_suffix
-from zipformer.model_args import add_model_arguments
+from zipformer.model_args import add_model_arguments, check_causal
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger
 
@@ -331,6 +331,7 @@ def load_model_for_export(params: AttributeDict, recipe: DecodingRecipe) -> Tupl
     state_dict, description = recipe.load_state_dict(params)
     logging.info(f"Using {description}")
     check_vocabulary(state_dict, params, flag="--tokens")
+    check_causal(state_dict, params.causal)
     model = recipe.get_model(params)
     try:
         recipe.load_weights(model, state_dict, params)

@@ -25,7 +25,8 @@ from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
 
 from zipformer.checkpoint import read_model_state_dict  # noqa: E402
 from zipformer.decoding import DecodingRecipe, check_vocabulary, decode_batch  # noqa: E402
-from zipformer.model_args import add_model_arguments  # noqa: E402
+from zipformer.model_args import add_model_arguments, check_causal  # noqa: E402
+from zipformer.streaming import decoding_chunk_config  # noqa: E402
 from zipformer.training import load_bpe_model  # noqa: E402
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
 
@@ -80,6 +81,9 @@ def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
     params.vocab_size = sp.get_piece_size()
     state_dict = read_model_state_dict(params.checkpoint, flag="--checkpoint")
     check_vocabulary(state_dict, params)
+    check_causal(state_dict, params.causal, params.checkpoint)
+    if params.causal:
+        decoding_chunk_config(params)
     model = recipe.get_model(params)
     recipe.load_weights(model, state_dict, params)
     model.eval()

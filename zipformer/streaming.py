@@ -13,7 +13,9 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
+from zipformer.model_args import parse_int_tuple
 from zipformer.subsampling import make_pad_mask
+from zipformer.utils import AttributeDict, UserError
 
 STATES_PER_LAYER = 6
 # Positions within a layer's six tensors whose batch axis is dim 1.
@@ -25,6 +27,43 @@ EMBED_LOOK_AHEAD = 13
 
 # Padding value of fbank frames past an utterance's end: log(1e-10), as lhotse pads.
 LOG_EPS = math.log(1e-10)
+
+# Frames of LOG_EPS appended to every utterance of a causal model (icefall's decode.py and
+# streaming_decode.py), so that its last real frames are followed by a full chunk.
+TAIL_PAD_FRAMES = 30
+
+
+def decoding_chunk_config(params: AttributeDict) -> Tuple[int, int]:
+    """The single (chunk size, left context) a causal model decodes with; UserError otherwise."""
+    chunk_sizes = parse_int_tuple(params.chunk_size)
+    left_contexts = parse_int_tuple(params.left_context_frames)
+    if len(chunk_sizes) != 1 or len(left_contexts) != 1:
+        raise UserError(
+            "decoding a causal model takes one --chunk-size and one --left-context-frames, e.g. "
+            "--chunk-size 16 --left-context-frames 128"
+        )
+    return chunk_sizes[0], left_contexts[0]
+
+
+def chunk_suffix(params: AttributeDict) -> str:
+    """Result-file suffix words of a causal model: -chunk-{C}-left-context-{L}."""
+    if not params.causal:
+        return ""
+    chunk_size, left_context = decoding_chunk_config(params)
+    return f"-chunk-{chunk_size}-left-context-{left_context}"
+
+
+def append_tail_padding(
+    features: torch.Tensor, feature_lens: torch.Tensor, frames: int = TAIL_PAD_FRAMES
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, T, F), (N,) -> (N, T + frames, F) with frames [len, len + frames) of each utterance
+    set to LOG_EPS, and lengths + frames."""
+    batch_size, num_frames, _ = features.shape
+    padded = torch.cat((features, features.new_full((batch_size, frames, features.shape[2]), LOG_EPS)), dim=1)
+    positions = torch.arange(num_frames + frames, device=features.device).unsqueeze(0)
+    lens = feature_lens.unsqueeze(1)
+    tail = (positions >= lens) & (positions < lens + frames)
+    return padded.masked_fill(tail.unsqueeze(-1), LOG_EPS), feature_lens + frames
 
 
 def num_chunks(num_frames: int, chunk_size: int) -> int:

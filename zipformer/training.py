@@ -35,7 +35,7 @@ from zipformer.checkpoint import (
 from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
-from zipformer.model_args import add_model_arguments, get_model
+from zipformer.model_args import add_model_arguments, check_causal, get_model, is_causal_state_dict
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 from zipformer.scaling import set_batch_count
 from zipformer.utils import AttributeDict, UserError, count_parameters, exit_on_user_error, setup_logger, str2bool
@@ -194,6 +194,7 @@ def load_pretrained_weights(model: nn.Module, filename: str, init_modules: Optio
     """
     path = Path(filename)
     src = read_model_state_dict(path, flag="--finetune-ckpt")
+    check_causal(src, is_causal_state_dict(model.state_dict()), str(path))
     dst = model.state_dict()
     if init_modules:
         prefixes = [p.strip() + "." for p in init_modules.split(",") if p.strip()]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from zipformer.checkpoint import read_model_state_dict
+from zipformer.model_args import check_causal, is_causal_state_dict
 from zipformer.utils import UserError
 from zipformer_adapter.adapter import (
     adapter_state_dict,
@@ -63,6 +64,7 @@ def load_state_dict_with_adapters(
 def load_base_then_adapters(model: nn.Module, finetune_ckpt: str, adapter_dim: int) -> None:
     """Start an adapter fine-tune from a pretrained checkpoint (which may already hold adapters)."""
     state_dict = read_model_state_dict(finetune_ckpt, flag="--finetune-ckpt")
+    check_causal(state_dict, is_causal_state_dict(model.state_dict()), finetune_ckpt)
     if adapter_state_dict(state_dict):
         check_adapter_dim(state_dict, adapter_dim, finetune_ckpt)
     load_state_dict_with_adapters(model, state_dict, finetune_ckpt, adapters_required=False)
