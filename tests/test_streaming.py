@@ -2,7 +2,7 @@
 masks and chunk-causal convolution, padding invariance, and chunk-by-chunk streaming that equals
 the full-utterance causal forward."""
 import argparse
-from typing import List, Tuple
+from typing import Dict, List
 
 import pytest
 import torch
@@ -14,8 +14,10 @@ from zipformer.chunk_causal import (
     chunk_attention_mask,
     sample_chunk_config,
 )
+from zipformer.beam_search import greedy_search_batch
 from zipformer.model_args import add_model_arguments, check_causal, get_model
 from zipformer.streaming import (
+    append_tail_padding,
     cache_padding_mask,
     get_init_states,
     pad_for_chunks,
@@ -23,7 +25,9 @@ from zipformer.streaming import (
     streaming_forward,
     unstack_states,
 )
+from zipformer.streaming_decoding import StreamingDecoder, check_streaming_flags
 from zipformer.utils import AttributeDict, UserError
+from zipformer_adapter.adapter import adapters_disabled, add_adapters
 
 # The tiny model's largest convolution context is (5 // 2) · 8 = 16 frames (stack 3).
 TINY_CONV_CONTEXT = 16
@@ -316,3 +320,100 @@ def test_causal_mismatch_between_checkpoint_and_flags_names_the_flag():
         check_causal(plain, True, "x.pt")
     check_causal(causal, True)
     check_causal(plain, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real streaming decoding (zipformer/streaming_decoding.py) against simulated streaming
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordingDecoder(StreamingDecoder):
+    """Keeps every stream's encoder output chunk by chunk."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.outputs: Dict[str, List[torch.Tensor]] = {}
+
+    def step(self, streams):
+        encoder_out = super().step(streams)
+        for stream, out in zip(streams, encoder_out):
+            self.outputs.setdefault(stream.cut_id, []).append(out)
+        return encoder_out
+
+
+def simulated_streaming(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """decode.py's encoder output for a causal model: 30 tail frames, full forward."""
+    padded, lens = append_tail_padding(features.unsqueeze(0), torch.tensor([features.shape[0]]))
+    return model.forward_encoder(padded, lens)[0][0]
+
+
+@pytest.mark.parametrize("method", ["greedy_search", "modified_beam_search"])
+def test_real_streaming_encoder_output_equals_simulated_streaming(method):
+    chunk_size = 16
+    model = causal_model("16", "32")
+    params = AttributeDict(decoding_method=method, beam_size=3)
+    torch.manual_seed(8)
+    utterances = [(f"utt{i}", ["ref"], torch.randn(t, 80)) for i, t in enumerate((230, 97, 161))]
+    decoder = RecordingDecoder(model, params, chunk_size)
+    with torch.no_grad():
+        finished = {stream.cut_id: tokens for stream, tokens in decoder.decode(utterances, max_streams=2)}
+        assert sorted(finished) == ["utt0", "utt1", "utt2"]
+        assert decoder.stats.steps < sum(len(chunks) for chunks in decoder.outputs.values())  # batched
+        for cut_id, _, features in utterances:
+            streamed = torch.cat(decoder.outputs[cut_id])
+            simulated = simulated_streaming(model, features)
+            # Chunks complete in the simulated forward (with the 3 look-ahead frames) agree.
+            embed_frames = (features.shape[0] + 30 - 7) // 2
+            complete = (embed_frames - 3) // chunk_size * chunk_size // 2
+            torch.testing.assert_close(streamed[:complete], simulated[:complete], atol=2e-5, rtol=0)
+            # Real streaming covers the whole padded utterance.
+            assert streamed.shape[0] >= simulated.shape[0]
+            if method == "greedy_search":
+                # The tokens are the searches over the streamed frames.
+                expected = greedy_search_batch(model, streamed.unsqueeze(0), torch.tensor([streamed.shape[0]]))
+                assert finished[cut_id] == expected[0]
+
+
+def test_streaming_flags_are_checked():
+    base = AttributeDict(
+        causal=True, chunk_size=(16,), left_context_frames=(64,), decoding_method="greedy_search",
+        max_sym_per_frame=1, num_decode_streams=10,
+    )
+    assert check_streaming_flags(base) == (16, 64)
+    for change, message in [
+        (dict(causal=False), "--causal 1"),
+        (dict(decoding_method="beam_search"), "not available for streaming"),
+        (dict(chunk_size=(16, 32)), "one --chunk-size"),
+        (dict(left_context_frames=(40,)), "not a multiple of --chunk-size 16: use e.g. 32"),
+        (dict(left_context_frames=(-1,)), "finite"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            check_streaming_flags(AttributeDict(base, **change))
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters on a causal model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_adapters_act_in_streaming_as_in_the_full_forward():
+    chunk_size = 16
+    model = causal_model("16", "32")
+    torch.manual_seed(9)
+    features = pad_for_chunks(torch.randn(170, 80), chunk_size)
+    lens = torch.tensor([features.shape[0]])
+    with torch.no_grad():
+        base_streamed = stream(model, features, chunk_size)
+        base_full = model.forward_encoder(features.unsqueeze(0), lens)[0]
+        add_adapters(model, 4, init="icefall")
+        for name, param in model.named_parameters():
+            if "adapter" in name:
+                param.normal_(std=0.3)
+        adapted = stream(model, features, chunk_size)
+        full = model.forward_encoder(features.unsqueeze(0), lens)[0]
+        torch.testing.assert_close(adapted, full[0, : adapted.shape[0]], atol=2e-5, rtol=0)
+        assert (adapted - base_streamed).abs().max() > 0.1
+        # Switched off (what --use-adapters 0 decodes), both paths give the base model exactly.
+        with adapters_disabled(model):
+            assert torch.equal(stream(model, features, chunk_size), base_streamed)
+            assert torch.equal(model.forward_encoder(features.unsqueeze(0), lens)[0], base_full)

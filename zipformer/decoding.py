@@ -254,14 +254,20 @@ def load_model(params: AttributeDict, recipe: DecodingRecipe, device: torch.devi
 
 
 class DecodingSession:
-    """Everything decoding needs, set up once: params, model, BPE model, test sets."""
+    """Everything decoding needs, set up once: params, model, BPE model, test sets.
+
+    Results go to exp_dir/<results_subdir>/<decoding_method>; a subclass may decode a test set
+    differently by overriding decode_test_set.
+    """
+
+    results_subdir = ""
 
     def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace) -> None:
         params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
         params.update(vars(args))
         params.exp_dir = Path(params.exp_dir)
         check_decoding_method(params)
-        params.res_dir = params.exp_dir / params.decoding_method
+        params.res_dir = params.exp_dir / self.results_subdir / params.decoding_method
         params.res_dir.mkdir(parents=True, exist_ok=True)
         self.suffix = result_suffix(params, recipe)
         setup_logger(params.res_dir / f"log-decode-{self.suffix}")
@@ -287,11 +293,14 @@ class DecodingSession:
         wers = {}
         with torch.no_grad():
             for name, cuts in self.test_sets.items():
-                results = decode_dataset(self.data.test_dataloaders(cuts), params, self.model, self.sp, name)
+                results = self.decode_test_set(name, cuts)
                 if params.gigaspeech_scoring:
                     results = normalize_gigaspeech_results(results)
                 wers[name] = save_results(params, name, results, key, suffix)
         return wers
+
+    def decode_test_set(self, name: str, cuts) -> List[Result]:
+        return decode_dataset(self.data.test_dataloaders(cuts), self.params, self.model, self.sp, name)
 
 
 def run(recipe: DecodingRecipe, args: argparse.Namespace) -> Dict[str, float]:

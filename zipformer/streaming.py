@@ -67,9 +67,10 @@ def append_tail_padding(
 
 
 def num_chunks(num_frames: int, chunk_size: int) -> int:
-    """Chunks a stream of `num_frames` (tail padding included) feature frames takes: windows
-    start every 2·chunk_size frames until the whole input has been consumed."""
-    return max(1, -(-num_frames // (2 * chunk_size)))
+    """Chunks a stream of `num_frames` feature frames (tail padding included) takes, as in
+    icefall's streaming_decode.py: the input gets 13 more frames (the last chunk's look-ahead),
+    and windows start every 2·chunk_size frames until all of it has been consumed."""
+    return -(-(num_frames + EMBED_LOOK_AHEAD) // (2 * chunk_size))
 
 
 def pad_for_chunks(features: torch.Tensor, chunk_size: int) -> torch.Tensor:
