@@ -132,20 +132,18 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
         """(C, T), or (N, C, T) when some sequence's own chunk length is not `batch_chunk`."""
         device = self.chunkwise_conv_scale.device
         frames = torch.arange(num_frames, device=device)
-        own_chunk = None
         if lengths is not None:
+            # Alone, a sequence shorter than the chunk (or unchunked) is one chunk of its length.
             lengths = lengths.to(device)
-            limit = lengths if chunk_size < 0 else torch.clamp(lengths, max=chunk_size)
-            own_chunk = torch.where((chunk_size < 0) | (lengths < chunk_size), limit, chunk_size)
-            if bool((own_chunk == batch_chunk).all()):
-                own_chunk = None
-        if own_chunk is None:
-            chunk_len = torch.full_like(frames, batch_chunk)
-            return edge_scales(self.chunkwise_conv_scale, frames % batch_chunk, chunk_len)
-        own_chunk = own_chunk.clamp(min=1).unsqueeze(1)
-        position = frames.unsqueeze(0) % own_chunk
-        scale = edge_scales(self.chunkwise_conv_scale, position, own_chunk.expand_as(position))
-        return scale.transpose(0, 1)
+            single = (lengths < chunk_size) if chunk_size > 0 else torch.ones_like(lengths, dtype=torch.bool)
+            own_chunk = torch.where(single, lengths, torch.full_like(lengths, batch_chunk)).clamp(min=1)
+            if not bool((own_chunk == batch_chunk).all()):
+                own_chunk = own_chunk.unsqueeze(1)
+                position = frames.unsqueeze(0) % own_chunk
+                scale = edge_scales(self.chunkwise_conv_scale, position, own_chunk.expand_as(position))
+                return scale.transpose(0, 1)
+        chunk_len = torch.full_like(frames, batch_chunk)
+        return edge_scales(self.chunkwise_conv_scale, frames % batch_chunk, chunk_len)
 
     def streaming_forward(
         self, x: torch.Tensor, cache: torch.Tensor

@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-from typing import List  # noqa: E402
+from typing import List, Tuple  # noqa: E402
 
+import sentencepiece as spm  # noqa: E402
 import torch  # noqa: E402
 from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
 
@@ -75,7 +76,10 @@ def read_features(filenames: List[str]) -> List[torch.Tensor]:
     return features
 
 
-def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
+def load_checkpoint_model(
+    params: AttributeDict, recipe: DecodingRecipe
+) -> Tuple[torch.nn.Module, spm.SentencePieceProcessor]:
+    """The model of --checkpoint in eval mode, and the BPE model (sets blank_id, vocab_size)."""
     sp = load_bpe_model(params.bpe_model)
     params.blank_id = sp.piece_to_id("<blk>")
     params.vocab_size = sp.get_piece_size()
@@ -86,8 +90,11 @@ def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
         decoding_chunk_config(params)
     model = recipe.get_model(params)
     recipe.load_weights(model, state_dict, params)
-    model.eval()
+    return model.eval(), sp
 
+
+def transcribe(params: AttributeDict, recipe: DecodingRecipe) -> List[str]:
+    model, sp = load_checkpoint_model(params, recipe)
     features = read_features(params.sound_files)
     batch = {
         "inputs": torch.nn.utils.rnn.pad_sequence(features, batch_first=True, padding_value=FEATURE_PADDING),
