@@ -1,8 +1,10 @@
-"""Zipformer2 encoder (non-streaming): stacks of Zipformer2EncoderLayers at several frame rates.
+"""Zipformer2 encoder: stacks of Zipformer2EncoderLayers at several frame rates.
 
 Tensors inside the encoder are time-major, (T, N, C). Parameter names and shapes follow icefall's
 Zipformer2 so that its checkpoints load with strict=True, and the inference arithmetic follows it
-so that they give the same outputs.
+so that they give the same outputs. A causal encoder (causal=True) masks attention and
+convolutions chunk by chunk (zipformer/chunk_causal.py) and also runs one chunk at a time with
+cached left context (the streaming_forward methods, icefall's names and state layout).
 """
 import copy
 import math
