@@ -417,3 +417,18 @@ def test_adapters_act_in_streaming_as_in_the_full_forward():
         with adapters_disabled(model):
             assert torch.equal(stream(model, features, chunk_size), base_streamed)
             assert torch.equal(model.forward_encoder(features.unsqueeze(0), lens)[0], base_full)
+
+
+def test_traced_causal_encoder_has_full_context():
+    # As icefall's export: no chunk mask in a traced full forward, whatever the chunk flags.
+    model = causal_model("16", "32")
+    x, lens = torch.randn(1, 120, 80), torch.tensor([120])
+    with torch.no_grad():
+        embed, embed_lens = model.encoder_embed(x, lens)
+        embed = embed.permute(1, 0, 2)
+        traced = torch.jit.trace(model.encoder, (embed, embed_lens), check_trace=False)
+        chunked = model.encoder(embed, embed_lens)[0]
+        model.encoder.chunk_size, model.encoder.left_context_frames = (-1,), (-1,)
+        full = model.encoder(embed, embed_lens)[0]
+        torch.testing.assert_close(traced(embed, embed_lens)[0], full)
+        assert not torch.allclose(chunked, full)

@@ -1073,9 +1073,10 @@ class Zipformer2(nn.Module):
         return torch.div(x_lens + ds - 1, ds, rounding_mode="floor")
 
     def chunk_config(self) -> Tuple[int, int]:
-        """(chunk_size, left_context_chunks) for this forward: (-1, -1) for a non-causal model,
-        else drawn from self.chunk_size / self.left_context_frames (see sample_chunk_config)."""
-        if not self.causal:
+        """(chunk_size, left_context_chunks) for this forward: (-1, -1) for a non-causal model
+        and while tracing (an exported full forward has full context, as icefall's), else drawn
+        from self.chunk_size / self.left_context_frames (see sample_chunk_config)."""
+        if not self.causal or torch.jit.is_tracing():
             return -1, -1
         return sample_chunk_config(self.chunk_size, self.left_context_frames)
 
