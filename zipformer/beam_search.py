@@ -78,7 +78,7 @@ def greedy_search_batch(
     Returns:
       N lists of token ids, in the batch's order.
     """
-    hyps = [list(_initial_context(model)) for _ in range(encoder_out.size(0))]
+    hyps = [initial_hyp(model) for _ in range(encoder_out.size(0))]
     greedy_search_continue(model, encoder_out, encoder_out_lens, hyps, blank_penalty)
     context_size = model.decoder.context_size
     return [h[context_size:] for h in hyps]
@@ -194,6 +194,11 @@ def modified_beam_search(
     beams: List[Hyps] = [initial_beam(model) for _ in range(encoder_out.size(0))]
     modified_beam_search_continue(model, encoder_out, encoder_out_lens, beams, beam)
     return [best_tokens(model, hyps) for hyps in beams]
+
+
+def initial_hyp(model: nn.Module) -> List[int]:
+    """A greedy hypothesis before its first frame: the context alone."""
+    return list(_initial_context(model))
 
 
 def initial_beam(model: nn.Module) -> Hyps:

@@ -21,6 +21,7 @@ from zipformer.beam_search import (
     best_tokens,
     greedy_search_continue,
     initial_beam,
+    initial_hyp,
     modified_beam_search_continue,
 )
 from zipformer.decoding import DecodingRecipe, DecodingSession, Result
@@ -137,11 +138,8 @@ class StreamingDecoder:
         lens = torch.tensor([features.shape[0]], device=features.device)
         with_tail = append_tail_padding(features.unsqueeze(0), lens)[0][0]
         self.stats.audio_seconds += features.shape[0] * FRAME_SHIFT
-        if self.params.decoding_method == "greedy_search":
-            context = self.model.decoder.context_size
-            search_state: Any = [-1] * (context - 1) + [self.model.decoder.blank_id]
-        else:
-            search_state = initial_beam(self.model)
+        greedy = self.params.decoding_method == "greedy_search"
+        search_state = initial_hyp(self.model) if greedy else initial_beam(self.model)
         return Stream(
             cut_id=cut_id,
             ref=ref,
