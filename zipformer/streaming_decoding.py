@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, List, Tuple
 
 import torch
+from lhotse import CutSet
 from torch import nn
 
 from zipformer import decoding
@@ -219,7 +220,7 @@ class StreamingDecodingSession(DecodingSession):
         self.chunk_size, _ = check_streaming_flags(AttributeDict(vars(args)))
         super().__init__(recipe, args)
 
-    def decode_test_set(self, name: str, cuts) -> List[Result]:
+    def decode_test_set(self, name: str, cuts: CutSet) -> List[Result]:
         decoder = StreamingDecoder(self.model, self.params, self.chunk_size)
         results: List[Result] = []
         streams = decoder.decode(utterances_of(self.data.test_dataloaders(cuts)), self.params.num_decode_streams)
