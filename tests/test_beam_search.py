@@ -12,7 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
+from zipformer.beam_search import (
+    beam_search,
+    best_tokens,
+    greedy_search,
+    greedy_search_batch,
+    greedy_search_continue,
+    initial_beam,
+    modified_beam_search,
+    modified_beam_search_continue,
+)
 from zipformer.decoder import Decoder
 from zipformer.joiner import Joiner
 
@@ -275,6 +284,23 @@ def test_batch_equals_per_utterance_on_a_random_model():
         assert modified[i] == modified_beam_search(model, one, torch.tensor([length]), beam=3)[0]
     assert greedy[4] == modified[4] == []
     assert sum(len(h) for h in greedy) > 5  # the random model does emit tokens
+
+
+def test_searches_continued_chunk_by_chunk_equal_whole_utterance_searches():
+    # Streaming: the same frames arrive in chunks of 4, the last utterance ends mid-chunk.
+    model = random_model(seed=4)
+    torch.manual_seed(5)
+    lens = torch.tensor([12, 12, 10])
+    encoder_out = torch.randn(3, 12, 8, dtype=torch.float64)
+    hyps = [[-1, BLANK] for _ in lens]
+    beams = [initial_beam(model) for _ in lens]
+    for start in range(0, 12, 4):
+        chunk_lens = (lens - start).clamp(0, 4)
+        greedy_search_continue(model, encoder_out[:, start : start + 4], chunk_lens, hyps)
+        modified_beam_search_continue(model, encoder_out[:, start : start + 4], chunk_lens, beams, beam=3)
+    assert [h[2:] for h in hyps] == greedy_search_batch(model, encoder_out, lens)
+    assert [best_tokens(model, b) for b in beams] == modified_beam_search(model, encoder_out, lens, beam=3)
+    assert sum(len(h) for h in hyps) > 6
 
 
 def test_modified_beam_search_with_beam_one_is_greedy():

@@ -835,7 +835,6 @@ def test_flag_defaults_are_the_reference_normal_model():
     "flags, message",
     [
         (["--encoder-dim", "192,256"], "--encoder-dim has 2 values but --downsampling-factor has 6"),
-        (["--causal", "1"], "--causal 0"),
         (["--use-ctc", "1"], "--use-ctc 0"),
         (["--use-transducer", "0"], "--use-transducer 1"),
         (["--cnn-module-kernel", "30"], "odd"),

@@ -29,7 +29,7 @@ def readme_commands() -> List[Tuple[str, List[str]]]:
             continue
         words = shlex.split(line)
         if words[0].endswith(".py"):
-            commands.append((words[0][2:], [w for w in words[1:] if w not in ("...", "foo.wav")]))
+            commands.append((words[0][2:], [w for w in words[1:] if w != "..."]))
     return commands
 
 

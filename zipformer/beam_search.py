@@ -57,13 +57,6 @@ def _sort_by_length(encoder_out_lens: torch.Tensor) -> Tuple[torch.Tensor, List[
     return order, encoder_out_lens[order].tolist()
 
 
-def _unsort(sorted_items: list, order: torch.Tensor) -> list:
-    out = [None] * len(sorted_items)
-    for position, original_index in enumerate(order.tolist()):
-        out[original_index] = sorted_items[position]
-    return out
-
-
 def _best_by_length_norm(hyps: Hyps) -> Tuple[int, ...]:
     """The best hypothesis by log_prob / len(ys); len counts the context entries, as icefall's does."""
     return max(hyps.items(), key=lambda item: item[1] / len(item[0]))[0]
@@ -85,17 +78,35 @@ def greedy_search_batch(
     Returns:
       N lists of token ids, in the batch's order.
     """
+    hyps = [initial_hyp(model) for _ in range(encoder_out.size(0))]
+    greedy_search_continue(model, encoder_out, encoder_out_lens, hyps, blank_penalty)
+    context_size = model.decoder.context_size
+    return [h[context_size:] for h in hyps]
+
+
+@torch.no_grad()
+def greedy_search_continue(
+    model: nn.Module,
+    encoder_out: torch.Tensor,
+    encoder_out_lens: torch.Tensor,
+    hyps: List[List[int]],
+    blank_penalty: float = 0.0,
+) -> None:
+    """greedy_search_batch over more frames of utterances already partly decoded (streaming):
+    `hyps` are the N token lists so far, context included, and are extended in place."""
     _check_batch(encoder_out, encoder_out_lens)
+    if len(hyps) != encoder_out.size(0):
+        raise ValueError(f"got {len(hyps)} hypotheses for a batch of {encoder_out.size(0)}")
     blank_id = model.decoder.blank_id
     context_size = model.decoder.context_size
     device = encoder_out.device
     if encoder_out.size(0) == 0:
-        return []
+        return
     order, lens = _sort_by_length(encoder_out_lens)
     encoder_proj = model.joiner.encoder_proj(encoder_out[order])  # (N, T, joiner_dim), projected once
 
-    hyps = [list(_initial_context(model)) for _ in lens]
-    decoder_proj = _project_decoder(model, [tuple(h) for h in hyps], device)  # (N, joiner_dim)
+    sorted_hyps = [hyps[i] for i in order.tolist()]  # the same lists, extended in place
+    decoder_proj = _project_decoder(model, [tuple(h[-context_size:]) for h in sorted_hyps], device)
     num_active = len(lens)
     for t in range(lens[0]):
         while lens[num_active - 1] <= t:
@@ -107,10 +118,11 @@ def greedy_search_batch(
         emitted = [i for i, token in enumerate(tokens) if token != blank_id]
         if emitted:
             for i in emitted:
-                hyps[i].append(tokens[i])
+                sorted_hyps[i].append(tokens[i])
             # Only rows that emitted have a new context.
-            decoder_proj[emitted] = _project_decoder(model, [tuple(hyps[i][-context_size:]) for i in emitted], device)
-    return _unsort([h[context_size:] for h in hyps], order)
+            decoder_proj[emitted] = _project_decoder(
+                model, [tuple(sorted_hyps[i][-context_size:]) for i in emitted], device
+            )
 
 
 @torch.no_grad()
@@ -179,23 +191,55 @@ def modified_beam_search(
     Returns:
       N lists of token ids, in the batch's order.
     """
+    beams: List[Hyps] = [initial_beam(model) for _ in range(encoder_out.size(0))]
+    modified_beam_search_continue(model, encoder_out, encoder_out_lens, beams, beam)
+    return [best_tokens(model, hyps) for hyps in beams]
+
+
+def initial_hyp(model: nn.Module) -> List[int]:
+    """A greedy hypothesis before its first frame: the context alone."""
+    return list(_initial_context(model))
+
+
+def initial_beam(model: nn.Module) -> Hyps:
+    """The beam of an utterance before its first frame: the context alone, log-prob 0."""
+    return {_initial_context(model): 0.0}
+
+
+def best_tokens(model: nn.Module, hyps: Hyps) -> List[int]:
+    """The tokens (context removed) of a beam's best hypothesis by length-normalised log-prob."""
+    return list(_best_by_length_norm(hyps)[model.decoder.context_size :])
+
+
+@torch.no_grad()
+def modified_beam_search_continue(
+    model: nn.Module,
+    encoder_out: torch.Tensor,
+    encoder_out_lens: torch.Tensor,
+    beams: List[Hyps],
+    beam: int = 4,
+) -> None:
+    """modified_beam_search over more frames of utterances already partly decoded (streaming):
+    `beams` holds each utterance's hypotheses so far and is updated in place."""
     _check_batch(encoder_out, encoder_out_lens)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if len(beams) != encoder_out.size(0):
+        raise ValueError(f"got {len(beams)} beams for a batch of {encoder_out.size(0)}")
     blank_id = model.decoder.blank_id
     context_size = model.decoder.context_size
     device = encoder_out.device
     if encoder_out.size(0) == 0:
-        return []
+        return
     order, lens = _sort_by_length(encoder_out_lens)
     encoder_proj = model.joiner.encoder_proj(encoder_out[order])  # (N, T, joiner_dim)
 
-    beams: List[Hyps] = [{_initial_context(model): 0.0} for _ in lens]
+    sorted_beams = [beams[i] for i in order.tolist()]
     num_active = len(lens)
     for t in range(lens[0]):
         while lens[num_active - 1] <= t:
             num_active -= 1
-        flat = [(utt, ys, log_prob) for utt in range(num_active) for ys, log_prob in beams[utt].items()]
+        flat = [(utt, ys, log_prob) for utt in range(num_active) for ys, log_prob in sorted_beams[utt].items()]
         decoder_proj = _project_decoder(model, [ys[-context_size:] for _, ys, _ in flat], device)  # (H, joiner_dim)
         utt_of_hyp = torch.tensor([utt for utt, _, _ in flat], device=device)
         logits = model.joiner(encoder_proj[utt_of_hyp, t], decoder_proj, project_input=False)  # (H, V)
@@ -205,7 +249,7 @@ def modified_beam_search(
 
         start = 0
         for utt in range(num_active):
-            count = len(beams[utt])
+            count = len(sorted_beams[utt])
             candidates = scores[start : start + count].reshape(-1)
             values, indexes = candidates.topk(min(beam, candidates.numel()))
             new_hyps: Hyps = {}
@@ -214,9 +258,10 @@ def modified_beam_search(
                 token = index % vocab_size
                 new_ys = ys if token == blank_id else ys + (token,)
                 new_hyps[new_ys] = _logaddexp(new_hyps[new_ys], value) if new_ys in new_hyps else value
-            beams[utt] = new_hyps
+            sorted_beams[utt] = new_hyps
             start += count
-    return _unsort([list(_best_by_length_norm(hyps)[context_size:]) for hyps in beams], order)
+    for position, original_index in enumerate(order.tolist()):
+        beams[original_index] = sorted_beams[position]
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from zipformer.scoring import (
     write_error_stats,
     write_wer_summary,
 )
+from zipformer.streaming import append_tail_padding, chunk_suffix, decoding_chunk_config
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger, str2bool
 from zipformer.vocabulary import bpe_vocabulary, load_bpe_model
 
@@ -93,7 +94,7 @@ def result_key(params: AttributeDict) -> str:
 
 def result_suffix(params: AttributeDict, recipe: DecodingRecipe) -> str:
     """icefall's hyphen style, e.g. epoch-20-avg-10-context-2-max-sym-per-frame-1-use-averaged-model."""
-    suffix = checkpoint_suffix(params)
+    suffix = checkpoint_suffix(params) + chunk_suffix(params)
     if params.decoding_method == "greedy_search":
         suffix += f"-context-{params.context_size}-max-sym-per-frame-{params.max_sym_per_frame}"
     else:
@@ -111,6 +112,8 @@ def decode_batch(
     device = next(model.parameters()).device
     feature = batch["inputs"].to(device)
     feature_lens = batch["supervisions"]["num_frames"].to(device)
+    if params.causal:
+        feature, feature_lens = append_tail_padding(feature, feature_lens)
     encoder_out, encoder_out_lens = model.forward_encoder(feature, feature_lens)
 
     method = params.decoding_method
@@ -179,7 +182,13 @@ def save_results(
 
 
 class DecodingSession:
-    """Everything decoding needs, set up once: params, model, BPE model, test sets."""
+    """Everything decoding needs, set up once: params, model, BPE model, test sets.
+
+    Results go to exp_dir/<results_subdir>/<decoding_method>; a subclass may decode a test set
+    differently by overriding decode_test_set.
+    """
+
+    results_subdir = ""
 
     def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
         """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""
@@ -194,7 +203,10 @@ class DecodingSession:
         params.vocab_size = self.sp.get_piece_size()
         # The configuration stored with the weights names the result files, so it comes first.
         weights = resolve_weights(params, recipe, given)
-        params.res_dir = params.exp_dir / (params.decoding_method + params.get("res_dir_suffix", ""))
+        if params.causal:
+            decoding_chunk_config(params)
+        method_dir = params.decoding_method + params.get("res_dir_suffix", "")
+        params.res_dir = params.exp_dir / self.results_subdir / method_dir
         params.res_dir.mkdir(parents=True, exist_ok=True)
         self.suffix = result_suffix(params, recipe)
         setup_logger(params.res_dir / f"log-decode-{self.suffix}")
@@ -215,11 +227,14 @@ class DecodingSession:
         wers = {}
         with torch.no_grad():
             for name, cuts in self.test_sets.items():
-                results = decode_dataset(self.data.test_dataloaders(cuts), params, self.model, self.sp, name)
+                results = self.decode_test_set(name, cuts)
                 if params.gigaspeech_scoring:
                     results = normalize_gigaspeech_results(results)
                 wers[name] = save_results(params, name, results, key, suffix)
         return wers
+
+    def decode_test_set(self, name: str, cuts) -> List[Result]:
+        return decode_dataset(self.data.test_dataloaders(cuts), self.params, self.model, self.sp, name)
 
 
 def main(recipe: DecodingRecipe, parser: Optional[argparse.ArgumentParser] = None) -> None:

@@ -5,7 +5,7 @@ blank_id and context_size. Per-stack flags are comma-separated strings on the co
 tuples of ints after parsing; the builders accept either form.
 """
 import argparse
-from typing import Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from zipformer.decoder import Decoder
 from zipformer.joiner import Joiner
@@ -14,6 +14,10 @@ from zipformer.scaling import ScheduledFloat
 from zipformer.subsampling import Conv2dSubsampling
 from zipformer.utils import AttributeDict, UserError, str2bool
 from zipformer.zipformer import Zipformer2
+
+# icefall's training lists; without --causal only these (or -1, no chunking) are accepted.
+DEFAULT_CHUNK_SIZE = "16,32,64,-1"
+DEFAULT_LEFT_CONTEXT_FRAMES = "64,128,256,-1"
 
 # Flags with one value per encoder stack (or a single value shared by all stacks).
 PER_STACK_FLAGS = (
@@ -95,15 +99,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--joiner-dim", type=int, default=512, help="Joiner hidden dim.")
     group.add_argument(
         "--causal", type=str2bool, default=False,
-        help="Streaming (chunked causal) model. Not implemented yet: only 0 is accepted.",
+        help="Streaming (chunk-causal) model: chunked attention masks and convolutions.",
     )
     group.add_argument(
-        "--chunk-size", default="16,32,64,-1", **int_list,
-        help="Causal mode only: chunk sizes (embedding frames) sampled in training; -1 = full.",
+        "--chunk-size", default=DEFAULT_CHUNK_SIZE, **int_list,
+        help="Causal mode only: chunk sizes (50 Hz embedding frames), one drawn per training "
+        "batch; -1 = full context. Decoding takes a single value.",
     )
     group.add_argument(
-        "--left-context-frames", default="64,128,256,-1", **int_list,
-        help="Causal mode only: left-context frames sampled in training; -1 = all.",
+        "--left-context-frames", default=DEFAULT_LEFT_CONTEXT_FRAMES, **int_list,
+        help="Causal mode only: left contexts (50 Hz frames), one drawn per training batch and "
+        "rounded down to whole chunks (at least one); -1 = all. Decoding takes a single value.",
     )
     group.add_argument(
         "--use-transducer", type=str2bool, default=True, help="Train the transducer head."
@@ -137,8 +143,6 @@ def model_shape(params: AttributeDict) -> AttributeDict:
 
     Raises UserError naming the flag when a value cannot work.
     """
-    if params.causal:
-        raise UserError("causal (streaming) mode is not implemented yet: use --causal 0")
     if not params.use_transducer:
         raise UserError("only the transducer head is implemented: use --use-transducer 1")
     if params.use_ctc:
@@ -173,7 +177,68 @@ def model_shape(params: AttributeDict) -> AttributeDict:
         )
     if params.pos_dim < 2 or params.pos_dim % 2 != 0:
         raise UserError(f"--pos-dim must be a positive even number, got {params.pos_dim}")
+    shape.chunk_size, shape.left_context_frames = chunk_flags(params, shape)
     return shape
+
+
+def chunk_flags(params: AttributeDict, shape: AttributeDict) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Validated (chunk sizes, left contexts) for the encoder: (-1,), (-1,) without --causal.
+
+    A chunk must be a whole number of frames in every stack, and a finite left context must
+    cover each stack's convolution context, (kernel // 2) · ds frames, as icefall requires.
+    """
+    try:
+        chunk_sizes = parse_int_tuple(params.chunk_size)
+        left_contexts = parse_int_tuple(params.left_context_frames)
+    except argparse.ArgumentTypeError as e:
+        raise UserError(str(e)) from None
+    if not params.causal:
+        for flag, values, default in (
+            ("--chunk-size", chunk_sizes, DEFAULT_CHUNK_SIZE),
+            ("--left-context-frames", left_contexts, DEFAULT_LEFT_CONTEXT_FRAMES),
+        ):
+            if values not in (parse_int_tuple(default), (-1,)):
+                given = ",".join(str(v) for v in values)
+                raise UserError(f"{flag} {given} needs --causal 1 (a streaming model); drop it or add --causal 1")
+        return (-1,), (-1,)
+    if any(c == 0 or c < -1 for c in chunk_sizes) or any(v < -1 for v in left_contexts):
+        raise UserError("--chunk-size values must be positive or -1, --left-context-frames >= -1")
+    conv_context = max((k // 2) * ds for k, ds in zip(shape.cnn_module_kernel, shape.downsampling_factor))
+    for chunk in chunk_sizes:
+        if chunk == -1:
+            continue
+        bad = [ds for ds in shape.downsampling_factor if chunk % ds != 0]
+        if bad:
+            raise UserError(
+                f"--chunk-size {chunk} is not a multiple of the downsampling factor {bad[0]}: use "
+                f"a multiple of {max(shape.downsampling_factor)}"
+            )
+        for left in left_contexts:
+            if left != -1 and chunk * max(left // chunk, 1) < conv_context:
+                raise UserError(
+                    f"--left-context-frames {left} with --chunk-size {chunk} is less than the "
+                    f"convolutions' context of {conv_context} frames: use at least {conv_context}"
+                )
+    return chunk_sizes, left_contexts
+
+
+def is_causal_state_dict(state_dict: Mapping[str, Any]) -> Optional[bool]:
+    """Whether a checkpoint's encoder is causal (chunk-causal convolutions), or None if it has no
+    convolution modules to tell by."""
+    for key in state_dict:
+        if key.endswith("depthwise_conv.chunkwise_conv_scale"):
+            return True
+        if ".conv_module1.depthwise_conv.weight" in key:
+            return False
+    return None
+
+
+def check_causal(state_dict: Mapping[str, Any], causal: bool, source: str = "the checkpoint") -> None:
+    """A one-line UserError when `--causal` does not match the checkpoint's encoder."""
+    found = is_causal_state_dict(state_dict)
+    if found is not None and found != bool(causal):
+        kind = "a causal (streaming) model" if found else "a non-causal model"
+        raise UserError(f"{source} is {kind}: pass --causal {int(found)}")
 
 
 def _dropout_schedule() -> ScheduledFloat:
@@ -206,6 +271,9 @@ def get_encoder_model(params: AttributeDict) -> Zipformer2:
         cnn_module_kernel=shape.cnn_module_kernel,
         dropout=_dropout_schedule(),
         warmup_batches=4000.0,
+        causal=params.causal,
+        chunk_size=shape.chunk_size,
+        left_context_frames=shape.left_context_frames,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Tuple
 from torch import nn
 
 from zipformer.checkpoint import LoadedWeights, StateDict
+from zipformer.model_args import check_causal
 from zipformer.model_config import apply_model_config
 from zipformer.recipe import DecodingRecipe
 from zipformer.utils import AttributeDict, UserError, count_parameters
@@ -57,6 +58,7 @@ def build_model(
         logging.info(f"{weights.source} stores no model configuration: the model flags decide the shape")
     check_vocabulary(weights.vocabulary, vocabulary, weights.source, vocabulary_flag)
     check_vocab_size(weights.state_dict, params, weights.source, vocabulary_flag)
+    check_causal(weights.state_dict, params.causal, weights.source)
     model = recipe.get_model(params)
     logging.info(f"Number of model parameters: {count_parameters(model)}")
     try:

@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-from typing import List, Optional  # noqa: E402
+from typing import List, Optional, Tuple  # noqa: E402
 
+import sentencepiece as spm  # noqa: E402
 import torch  # noqa: E402
 from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
 
@@ -30,6 +31,7 @@ from zipformer.model_args import add_model_arguments  # noqa: E402
 from zipformer.model_config import flags_given  # noqa: E402
 from zipformer.model_loader import load_model  # noqa: E402
 from zipformer.recipe import DecodingRecipe  # noqa: E402
+from zipformer.streaming import decoding_chunk_config  # noqa: E402
 from zipformer.vocabulary import bpe_vocabulary, load_bpe_model  # noqa: E402
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
 
@@ -80,13 +82,24 @@ def read_features(filenames: List[str]) -> List[torch.Tensor]:
     return features
 
 
-def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> List[str]:
-    """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""
+def load_checkpoint_model(
+    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()
+) -> Tuple[torch.nn.Module, spm.SentencePieceProcessor]:
+    """The model of --checkpoint in eval mode, and the BPE model (sets blank_id, vocab_size).
+
+    `given`: the flags typed on the command line (zipformer.model_config.flags_given).
+    """
     sp = load_bpe_model(params.bpe_model)
     params.blank_id = sp.piece_to_id("<blk>")
     params.vocab_size = sp.get_piece_size()
     model, _ = load_model(params, recipe, given, bpe_vocabulary(sp), f"--bpe-model {params.bpe_model}")
+    if params.causal:
+        decoding_chunk_config(params)
+    return model, sp
 
+
+def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> List[str]:
+    model, sp = load_checkpoint_model(params, recipe, given)
     features = read_features(params.sound_files)
     batch = {
         "inputs": torch.nn.utils.rnn.pad_sequence(features, batch_first=True, padding_value=FEATURE_PADDING),

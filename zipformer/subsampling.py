@@ -118,6 +118,27 @@ class ConvNeXt(nn.Module):
         x = self.out_balancer(x)
         return self.out_whiten(x)
 
+    def streaming_forward(
+        self, x: torch.Tensor, cached_left_pad: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One chunk (eval): x (N, C, T + P, F) is T frames plus P = kernel // 2 frames of
+        look-ahead; cached_left_pad (N, C, P, F) the P frames before them.
+
+        Returns (N, C, T, F), the depthwise conv run without time padding over
+        [cache ‖ x], and the new cache: the last P of the T frames (the look-ahead frames are
+        recomputed with the next chunk).
+        """
+        pad = self.depthwise_conv.padding[0]
+        num_frames = x.shape[2] - pad
+        bypass = x[:, :, :num_frames]
+        x = torch.cat((cached_left_pad, x), dim=2)
+        new_cache = x[:, :, num_frames : num_frames + pad]
+        conv = self.depthwise_conv
+        x = F.conv2d(x, conv.weight, conv.bias, padding=(0, conv.padding[1]), groups=conv.groups)
+        x = x.permute(0, 2, 3, 1)  # (N, T, F, C)
+        x = conv1x1_as_linear(self.activation(conv1x1_as_linear(x, self.pointwise_conv1)), self.pointwise_conv2)
+        return bypass + x.permute(0, 3, 1, 2), new_cache
+
 
 class Conv2dSubsampling(nn.Module):
     """(N, T, in_channels) fbank -> (N, (T - 7) // 2, out_channels) embeddings.
@@ -193,3 +214,28 @@ class Conv2dSubsampling(nn.Module):
         x = self.out_norm(x)
         x = self.dropout(x)
         return x, x_lens
+
+    def streaming_forward(
+        self, x: torch.Tensor, x_lens: torch.Tensor, cached_left_pad: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk (eval): x (N, T, in_channels) is the chunk's features plus 13 frames of
+        look-ahead (7 for the convolutions, 2·3 for the ConvNeXt).
+
+        Returns (N, (T - 7) // 2 - 3, out_channels), lengths (x_lens - 7) // 2 - 3, and the new
+        ConvNeXt cache (see get_init_states).
+        """
+        x = self.conv(x.unsqueeze(1))
+        x, cached_left_pad = self.convnext.streaming_forward(x, cached_left_pad)
+        batch_size, channels, num_frames, width = x.shape
+        x = x.transpose(1, 2).reshape(batch_size, num_frames, channels * width)
+        x = self.out_norm(self.out(x))
+        look_ahead = self.convnext.depthwise_conv.padding[0]
+        x_lens = torch.div(x_lens - 7, 2, rounding_mode="floor") - look_ahead
+        return x, x_lens, cached_left_pad
+
+    def get_init_states(
+        self, batch_size: int = 1, device: torch.device = torch.device("cpu")
+    ) -> torch.Tensor:
+        """Zero ConvNeXt cache (N, layer3_channels, 3, out_width): the 3 frames before a chunk."""
+        look_ahead = self.convnext.depthwise_conv.padding[0]
+        return torch.zeros(batch_size, self.layer3_channels, look_ahead, self.out_width, device=device)

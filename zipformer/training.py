@@ -40,7 +40,7 @@ from zipformer.checkpoint import (
 from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
-from zipformer.model_args import add_model_arguments
+from zipformer.model_args import add_model_arguments, check_causal, is_causal_state_dict
 from zipformer.model_config import apply_model_config, flags_given, model_config
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 from zipformer.recipe import ModelRecipe
@@ -201,6 +201,7 @@ def load_pretrained_weights(model: nn.Module, filename: str, init_modules: Optio
     """
     path = Path(filename)
     src = read_model_file(path, flag="--finetune-ckpt").state_dict
+    check_causal(src, is_causal_state_dict(model.state_dict()), str(path))
     dst = model.state_dict()
     if init_modules:
         prefixes = [p.strip() + "." for p in init_modules.split(",") if p.strip()]

@@ -28,7 +28,7 @@ from zipformer.checkpoint import (
     read_model_file,
 )
 from zipformer.decoding import DecodingSession
-from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments
+from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, check_causal
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import flags_given, model_config
 from zipformer.model_loader import resolve_weights
@@ -136,6 +136,7 @@ class TunerTrainingRecipe(TrainingRecipe):
             load_pretrained_weights(model, params.finetune_ckpt, params.init_modules)
             return
         state_dict = read_model_file(params.finetune_ckpt, flag="--finetune-ckpt").state_dict
+        check_causal(state_dict, params.causal, params.finetune_ckpt)
         found = len(tuner_tensors(state_dict, tuner))
         if found:
             check_tuner_size(state_dict, tuner, params[tuner.size], params.finetune_ckpt)

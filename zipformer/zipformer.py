@@ -1,8 +1,10 @@
-"""Zipformer2 encoder (non-streaming): stacks of Zipformer2EncoderLayers at several frame rates.
+"""Zipformer2 encoder: stacks of Zipformer2EncoderLayers at several frame rates.
 
 Tensors inside the encoder are time-major, (T, N, C). Parameter names and shapes follow icefall's
 Zipformer2 so that its checkpoints load with strict=True, and the inference arithmetic follows it
-so that they give the same outputs.
+so that they give the same outputs. A causal encoder (causal=True) masks attention and
+convolutions chunk by chunk (zipformer/chunk_causal.py) and also runs one chunk at a time with
+cached left context (the streaming_forward methods, icefall's names and state layout).
 """
 import copy
 import math
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zipformer.chunk_causal import ChunkCausalDepthwiseConv1d, chunk_attention_mask, sample_chunk_config
 from zipformer.scaling import (
     ActivationDropoutAndLinear,
     Balancer,
@@ -107,10 +110,12 @@ class CompactRelPositionalEncoding(nn.Module):
         self.length_factor = length_factor
         self.dropout = nn.Dropout(dropout_rate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (T, N, C) (only T is used) -> (1, 2T - 1, embed_dim); column k is offset k - (T-1)."""
+    def forward(self, x: torch.Tensor, left_context_len: int = 0) -> torch.Tensor:
+        """x: (T, N, C) (only T is used) -> (1, L + 2T - 1, embed_dim), L = left_context_len;
+        column k is offset k - (L + T - 1), i.e. offsets -(L + T - 1) .. T - 1: the T queries
+        follow L cached keys in streaming."""
         num_frames = x.shape[0]
-        offsets = torch.arange(-(num_frames - 1), num_frames, device=x.device)
+        offsets = torch.arange(-(num_frames - 1 + left_context_len), num_frames, device=x.device)
         offsets = offsets.to(torch.float32).unsqueeze(1)
         compression = self.embed_dim**0.5
         compressed = (
@@ -128,10 +133,13 @@ class CompactRelPositionalEncoding(nn.Module):
         return self.dropout(pe)
 
 
-def rel_shift_indices(num_frames: int, device: torch.device) -> torch.Tensor:
-    """(T, T) indices into the 2T-1 offset columns: entry (i, j) is T - 1 - i + j (offset j - i)."""
+def rel_shift_indices(
+    num_frames: int, device: torch.device, left_context_len: int = 0
+) -> torch.Tensor:
+    """(T, L + T) indices into the L + 2T - 1 offset columns: entry (i, j) is T - 1 - i + j, the
+    column of offset j - (L + i) (key j of L cached + T current keys, query i at key L + i)."""
     rows = torch.arange(num_frames - 1, -1, -1, device=device).unsqueeze(1)
-    cols = torch.arange(num_frames, device=device).unsqueeze(0)
+    cols = torch.arange(num_frames + left_context_len, device=device).unsqueeze(0)
     return rows + cols
 
 
@@ -179,41 +187,93 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         x: torch.Tensor,
         pos_emb: torch.Tensor,
         key_padding_mask: Optional[torch.Tensor] = None,
+        attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
           x: (T, N, embed_dim)
           pos_emb: (1, 2T - 1, pos_dim), column k for offset k - (T - 1)
           key_padding_mask: (N, T) bool, True at padding, or None
+          attn_mask: (T, T) bool, (query, key), True where masked (the chunk mask), or None
         Returns:
           attention weights (H, N, T, T), softmax over the last (key) dim.
         """
         num_frames, batch_size, _ = x.shape
-        heads, query_dim, pos_dim = self.num_heads, self.query_head_dim, self.pos_head_dim
-        x = self.in_proj(x)
-        key_dim = heads * query_dim
-        query = x[..., :key_dim]
-        key = self.whiten_keys(self.balance_keys(x[..., key_dim : 2 * key_dim]))
-        pos_query = x[..., 2 * key_dim :]
+        query, key, pos_query = self._project(x)
+        key = self.whiten_keys(self.balance_keys(key))
+        scores = self._content_scores(query, key, batch_size)
 
-        query = query.reshape(num_frames, batch_size, heads, query_dim).permute(2, 1, 0, 3)
-        key = key.reshape(num_frames, batch_size, heads, query_dim).permute(2, 1, 3, 0)
-        scores = torch.matmul(query, key)  # (H, N, T, T)
-
-        skip_pos = regularisers_active(self) and random.random() < float(self.pos_emb_skip_rate)
-        if not skip_pos:
-            pos_query = pos_query.reshape(num_frames, batch_size, heads, pos_dim).permute(2, 1, 0, 3)
-            pos = self.linear_pos(pos_emb)  # (1, 2T-1, H·p)
-            pos = pos.reshape(-1, pos.shape[1], heads, pos_dim).permute(2, 0, 3, 1)  # (H, 1, p, 2T-1)
-            pos_scores = torch.matmul(pos_query, pos)  # (H, N, T, 2T-1)
-            index = rel_shift_indices(num_frames, x.device).expand(heads, batch_size, -1, -1)
-            scores = scores + torch.gather(pos_scores, dim=-1, index=index)
+        if not (regularisers_active(self) and random.random() < float(self.pos_emb_skip_rate)):
+            scores = scores + self._position_scores(pos_query, pos_emb, left_context_len=0)
 
         if regularisers_active(self) and random.random() < 0.1:
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1.0e-04)
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask, MASKED_SCORE)
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask.unsqueeze(1), MASKED_SCORE)
         return scores.softmax(dim=-1)
+
+    def streaming_forward(
+        self,
+        x: torch.Tensor,
+        pos_emb: torch.Tensor,
+        cached_key: torch.Tensor,
+        left_context_len: int,
+        key_padding_mask: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of T frames after L = left_context_len cached ones (inference only).
+
+        Args:
+          x: (T, N, embed_dim)
+          pos_emb: (1, L + 2T - 1, pos_dim), offsets -(L + T - 1) .. T - 1
+          cached_key: (L, N, H·query_head_dim), the keys of the previous L frames
+          key_padding_mask: (N, L + T) bool, True at cache slots not yet filled and padding
+        Returns:
+          weights (H, N, T, L + T) and the new cached_key, the last L keys.
+        """
+        if cached_key.shape[0] != left_context_len:
+            raise ValueError(
+                f"cached_key has {cached_key.shape[0]} frames, expected {left_context_len}"
+            )
+        batch_size = x.shape[1]
+        query, key, pos_query = self._project(x)
+        key = torch.cat((cached_key, key), dim=0)
+        scores = self._content_scores(query, key, batch_size)
+        scores = scores + self._position_scores(pos_query, pos_emb, left_context_len)
+        scores = scores.masked_fill(key_padding_mask.unsqueeze(1), MASKED_SCORE)
+        return scores.softmax(dim=-1), key[key.shape[0] - left_context_len :]
+
+    def _project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (T, N, embed_dim) -> query, key (T, N, H·q) and positional query (T, N, H·p)."""
+        x = self.in_proj(x)
+        key_dim = self.num_heads * self.query_head_dim
+        return x[..., :key_dim], x[..., key_dim : 2 * key_dim], x[..., 2 * key_dim :]
+
+    def _content_scores(
+        self, query: torch.Tensor, key: torch.Tensor, batch_size: int
+    ) -> torch.Tensor:
+        """query (T, N, H·q), key (S, N, H·q) -> q·k scores (H, N, T, S)."""
+        heads, query_dim = self.num_heads, self.query_head_dim
+        query = query.reshape(query.shape[0], batch_size, heads, query_dim).permute(2, 1, 0, 3)
+        key = key.reshape(key.shape[0], batch_size, heads, query_dim).permute(2, 1, 3, 0)
+        return torch.matmul(query, key)
+
+    def _position_scores(
+        self, pos_query: torch.Tensor, pos_emb: torch.Tensor, left_context_len: int
+    ) -> torch.Tensor:
+        """p_i·linear_pos(pe(j - (L + i))) for queries i < T and keys j < L + T: (H, N, T, L + T).
+
+        pos_query: (T, N, H·p); pos_emb: (1, L + 2T - 1, pos_dim), offsets -(L + T - 1) .. T - 1.
+        """
+        num_frames, batch_size, _ = pos_query.shape
+        heads, pos_dim = self.num_heads, self.pos_head_dim
+        pos_query = pos_query.reshape(num_frames, batch_size, heads, pos_dim).permute(2, 1, 0, 3)
+        pos = self.linear_pos(pos_emb)  # (1, L + 2T - 1, H·p)
+        pos = pos.reshape(-1, pos.shape[1], heads, pos_dim).permute(2, 0, 3, 1)  # (H, 1, p, ·)
+        pos_scores = torch.matmul(pos_query, pos)  # (H, N, T, L + 2T - 1)
+        index = rel_shift_indices(num_frames, pos_query.device, left_context_len)
+        return torch.gather(pos_scores, dim=-1, index=index.expand(heads, batch_size, -1, -1))
 
 
 class SelfAttention(nn.Module):
@@ -230,13 +290,28 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_weights: torch.Tensor) -> torch.Tensor:
         """x: (T, N, C), attn_weights: (H, N, T, T) -> (T, N, C)."""
-        num_frames, batch_size, _ = x.shape
-        heads = attn_weights.shape[0]
-        x = self.in_proj(x)
-        x = x.reshape(num_frames, batch_size, heads, -1).permute(2, 1, 0, 3)  # (H, N, T, v)
-        x = torch.matmul(attn_weights, x)
-        x = x.permute(2, 1, 0, 3).reshape(num_frames, batch_size, -1)  # head-major channels
-        return self.whiten(self.out_proj(x))
+        return self.whiten(self._attend(self.in_proj(x), attn_weights))
+
+    def streaming_forward(
+        self,
+        x: torch.Tensor,
+        attn_weights: torch.Tensor,
+        cached_val: torch.Tensor,
+        left_context_len: int,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x: (T, N, C), attn_weights: (H, N, T, L + T), cached_val: (L, N, H·v), the values of
+        the previous L frames -> (T, N, C) and the new cache, the last L values."""
+        values = torch.cat((cached_val, self.in_proj(x)), dim=0)
+        out = self._attend(values, attn_weights)
+        return out, values[values.shape[0] - left_context_len :]
+
+    def _attend(self, values: torch.Tensor, attn_weights: torch.Tensor) -> torch.Tensor:
+        """values (S, N, H·v), weights (H, N, T, S) -> out_proj(head-major concat) (T, N, C)."""
+        heads, batch_size, num_queries, _ = attn_weights.shape
+        values = values.reshape(values.shape[0], batch_size, heads, -1).permute(2, 1, 0, 3)
+        x = torch.matmul(attn_weights, values)  # (H, N, T, v)
+        x = x.permute(2, 1, 0, 3).reshape(num_queries, batch_size, -1)  # head-major channels
+        return self.out_proj(x)
 
 
 class FeedforwardModule(nn.Module):
@@ -290,7 +365,6 @@ class NonlinAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_weights: torch.Tensor) -> torch.Tensor:
         """x: (T, N, C), attn_weights: (1, N, T, T) -> (T, N, C)."""
-        num_frames, batch_size, _ = x.shape
         s, x, y = self.in_proj(x).chunk(3, dim=-1)
         s = torch.tanh(self.balancer(s))
         x = self.whiten1(x * s)
@@ -300,11 +374,37 @@ class NonlinAttention(nn.Module):
         x = x * y
         return self.whiten2(self.out_proj(x))
 
+    def streaming_forward(
+        self,
+        x: torch.Tensor,
+        attn_weights: torch.Tensor,
+        cached_x: torch.Tensor,
+        left_context_len: int,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+          x: (T, N, C)
+          attn_weights: (1, N, T, L + T)
+          cached_x: (1, N, L, hidden), the gated x ⊙ tanh(s) of the previous L frames
+        Returns:
+          (T, N, C) and the new cache, the last L gated frames.
+        """
+        s, x, y = self.in_proj(x).chunk(3, dim=-1)
+        gated = (x * torch.tanh(s)).permute(1, 0, 2).unsqueeze(0)  # (1, N, T, hidden)
+        gated = torch.cat((cached_x, gated), dim=2)
+        x = torch.matmul(attn_weights, gated)[0].permute(1, 0, 2)  # (T, N, hidden)
+        new_cache = gated[:, :, gated.shape[2] - left_context_len :]
+        return self.out_proj(x * y), new_cache
+
 
 class ConvolutionModule(nn.Module):
-    """Gated linear unit, depthwise Conv1d over time (padded frames zeroed first), SwooshR + Linear."""
+    """Gated linear unit, depthwise Conv1d over time (padded frames zeroed first), SwooshR + Linear.
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    With causal=True the depthwise conv is a ChunkCausalDepthwiseConv1d, which sees nothing past
+    the end of the current chunk.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, causal: bool = False) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"the convolution kernel size must be odd, got {kernel_size}")
@@ -313,9 +413,13 @@ class ConvolutionModule(nn.Module):
             channels, channel_dim=-1, min_positive=ScheduledFloat((0.0, 0.05), (8000.0, 0.025)),
             max_positive=1.0, min_abs=ScheduledFloat((0.0, 0.2), (20000.0, 0.5)), max_abs=10.0,
         )
-        self.depthwise_conv = nn.Conv1d(
-            channels, channels, kernel_size, padding=kernel_size // 2, groups=channels
-        )
+        self.causal = causal
+        if causal:
+            self.depthwise_conv = ChunkCausalDepthwiseConv1d(channels, kernel_size)
+        else:
+            self.depthwise_conv = nn.Conv1d(
+                channels, channels, kernel_size, padding=kernel_size // 2, groups=channels
+            )
         self.balancer2 = Balancer(
             channels, channel_dim=1, min_positive=ScheduledFloat((0.0, 0.1), (8000.0, 0.05)),
             max_positive=1.0, min_abs=ScheduledFloat((0.0, 0.2), (20000.0, 0.5)), max_abs=10.0,
@@ -328,19 +432,38 @@ class ConvolutionModule(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, src_key_padding_mask: Optional[torch.Tensor] = None
+        self,
+        x: torch.Tensor,
+        src_key_padding_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
     ) -> torch.Tensor:
-        """x: (T, N, C); src_key_padding_mask: (N, T) bool, True at padding -> (T, N, C)."""
+        """x: (T, N, C); src_key_padding_mask: (N, T) bool, True at padding; chunk_size: frames
+        per chunk of a causal module (-1: the whole sequence) -> (T, N, C)."""
         x, gate = self.in_proj(x).chunk(2, dim=-1)
         x = x * torch.sigmoid(self.balancer1(gate))
         x = x.permute(1, 2, 0)  # (N, C, T)
         if src_key_padding_mask is not None:
             x = x.masked_fill(src_key_padding_mask.unsqueeze(1), 0.0)
-        x = self._depthwise_conv_channels_last(x)
+        if self.causal:
+            lengths = None if src_key_padding_mask is None else (~src_key_padding_mask).sum(dim=1)
+            x = self.depthwise_conv(x, chunk_size=chunk_size, lengths=lengths)
+        else:
+            x = self._depthwise_conv_channels_last(x)
         x = self.balancer2(x)
         x = x.permute(2, 0, 1)  # (T, N, C)
         x = self.whiten(x)
         return self.out_proj(x)
+
+    def streaming_forward(
+        self, x: torch.Tensor, cache: torch.Tensor, src_key_padding_mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of a causal module: x (T, N, C), cache (N, C, k//2) the depthwise conv's
+        inputs before it, src_key_padding_mask (N, T) -> (T, N, C) and the new cache."""
+        x, gate = self.in_proj(x).chunk(2, dim=-1)
+        x = (x * torch.sigmoid(gate)).permute(1, 2, 0)  # (N, C, T)
+        x = x.masked_fill(src_key_padding_mask.unsqueeze(1), 0.0)
+        x, cache = self.depthwise_conv.streaming_forward(x, cache)
+        return self.out_proj(x.permute(2, 0, 1)), cache
 
     def _depthwise_conv_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """self.depthwise_conv on x: (N, C, T) -> (N, C, T), run as a 2-D conv on channels-last
@@ -380,6 +503,7 @@ class Zipformer2EncoderLayer(nn.Module):
         ff2_skip_rate: Optional[FloatLike] = None,
         ff3_skip_rate: Optional[FloatLike] = None,
         bypass_skip_rate: Optional[FloatLike] = None,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -413,8 +537,8 @@ class Zipformer2EncoderLayer(nn.Module):
         self.feed_forward2 = FeedforwardModule(embed_dim, feedforward_dim, dropout)
         self.feed_forward3 = FeedforwardModule(embed_dim, (feedforward_dim * 5) // 4, dropout)
         self.nonlin_attention = NonlinAttention(embed_dim, hidden_channels=3 * embed_dim // 4)
-        self.conv_module1 = ConvolutionModule(embed_dim, cnn_module_kernel)
-        self.conv_module2 = ConvolutionModule(embed_dim, cnn_module_kernel)
+        self.conv_module1 = ConvolutionModule(embed_dim, cnn_module_kernel, causal=causal)
+        self.conv_module2 = ConvolutionModule(embed_dim, cnn_module_kernel, causal=causal)
         self.norm = BiasNorm(embed_dim)
 
         self.balancer_na = Balancer(
@@ -455,19 +579,25 @@ class Zipformer2EncoderLayer(nn.Module):
         src: torch.Tensor,
         pos_emb: torch.Tensor,
         src_key_padding_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
+        attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
           src: (T, N, D)
           pos_emb: (1, 2T - 1, pos_dim)
           src_key_padding_mask: (N, T) bool, True at padding, or None
+          chunk_size: frames per chunk of the causal convolutions (-1: no chunking)
+          attn_mask: (T, T) bool chunk mask, True where a query must not see a key, or None
         Returns:
           (T, N, D)
         """
         src_orig = src
         active = regularisers_active(self)
 
-        attn_weights = self.self_attn_weights(src, pos_emb, key_padding_mask=src_key_padding_mask)
+        attn_weights = self.self_attn_weights(
+            src, pos_emb, key_padding_mask=src_key_padding_mask, attn_mask=attn_mask
+        )
         src = src + self.feed_forward1(src)
 
         attention_mask = sequence_dropout_mask(
@@ -486,7 +616,9 @@ class Zipformer2EncoderLayer(nn.Module):
             src = self.post_sa_adapter(src)
 
         conv_mask = sequence_dropout_mask(src, float(self.conv_skip_rate) if active else 0.0)
-        src = src + self._maybe_drop(self.conv_module1(src, src_key_padding_mask), conv_mask)
+        src = src + self._maybe_drop(
+            self.conv_module1(src, src_key_padding_mask, chunk_size), conv_mask
+        )
         ff2_mask = sequence_dropout_mask(src, float(self.ff2_skip_rate) if active else 0.0)
         src = src + self._maybe_drop(self.balancer_ff2(self.feed_forward2(src)), ff2_mask)
 
@@ -496,7 +628,9 @@ class Zipformer2EncoderLayer(nn.Module):
 
         src = src + self._maybe_drop(self.self_attn2(src, attn_weights), attention_mask)
         conv_mask = sequence_dropout_mask(src, float(self.conv_skip_rate) if active else 0.0)
-        src = src + self._maybe_drop(self.conv_module2(src, src_key_padding_mask), conv_mask)
+        src = src + self._maybe_drop(
+            self.conv_module2(src, src_key_padding_mask, chunk_size), conv_mask
+        )
         if self.post_conv_adapter is not None:
             src = self.post_conv_adapter(src)
 
@@ -509,6 +643,72 @@ class Zipformer2EncoderLayer(nn.Module):
         if self.adapter is not None:
             src = self.adapter(src)
         return src
+
+    def streaming_forward(
+        self,
+        src: torch.Tensor,
+        pos_emb: torch.Tensor,
+        cached_key: torch.Tensor,
+        cached_nonlin_attn: torch.Tensor,
+        cached_val1: torch.Tensor,
+        cached_val2: torch.Tensor,
+        cached_conv1: torch.Tensor,
+        cached_conv2: torch.Tensor,
+        left_context_len: int,
+        src_key_padding_mask: torch.Tensor,
+    ) -> Tuple[torch.Tensor, ...]:
+        """One chunk of a causal layer, in eval (the regularisers are the identity there).
+
+        Args:
+          src: (T, N, D), the chunk.
+          pos_emb: (1, L + 2T - 1, pos_dim), L = left_context_len.
+          cached_*: the six caches of the previous chunks, shapes as in Zipformer2.get_init_states.
+          src_key_padding_mask: (N, L + T) bool, True at empty cache slots and padded frames.
+        Returns:
+          (T, N, D) and the six updated caches, in the same order.
+        """
+        src_orig = src
+        chunk_mask = src_key_padding_mask[:, left_context_len:]
+        attn_weights, cached_key = self.self_attn_weights.streaming_forward(
+            src, pos_emb, cached_key, left_context_len, src_key_padding_mask
+        )
+        src = src + self.feed_forward1(src)
+        na, cached_nonlin_attn = self.nonlin_attention.streaming_forward(
+            src, attn_weights[0:1], cached_nonlin_attn, left_context_len
+        )
+        src = src + na
+        attended, cached_val1 = self.self_attn1.streaming_forward(
+            src, attn_weights, cached_val1, left_context_len
+        )
+        src = src + attended
+        if self.post_sa_adapter is not None:
+            src = self.post_sa_adapter(src)
+
+        conv, cached_conv1 = self.conv_module1.streaming_forward(src, cached_conv1, chunk_mask)
+        src = src + conv
+        src = src + self.feed_forward2(src)
+
+        src = self.bypass_mid(src_orig, src)
+        if self.mid_adapter is not None:
+            src = self.mid_adapter(src)
+
+        attended, cached_val2 = self.self_attn2.streaming_forward(
+            src, attn_weights, cached_val2, left_context_len
+        )
+        src = src + attended
+        conv, cached_conv2 = self.conv_module2.streaming_forward(src, cached_conv2, chunk_mask)
+        src = src + conv
+        if self.post_conv_adapter is not None:
+            src = self.post_conv_adapter(src)
+
+        src = src + self.feed_forward3(src)
+        src = self.bypass(src_orig, self.norm(src))
+        if self.adapter is not None:
+            src = self.adapter(src)
+        return (
+            src, cached_key, cached_nonlin_attn, cached_val1, cached_val2, cached_conv1,
+            cached_conv2,
+        )
 
     @staticmethod
     def _maybe_drop(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -550,14 +750,39 @@ class Zipformer2Encoder(nn.Module):
         src: torch.Tensor,
         feature_mask: Union[torch.Tensor, float] = 1.0,
         src_key_padding_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
+        attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """src: (T, N, D); feature_mask: (1, N, D) or 1.0; mask: (N, T) or None -> (T, N, D)."""
+        """src: (T, N, D); feature_mask: (1, N, D) or 1.0; mask: (N, T) or None; chunk_size and
+        attn_mask (T, T) of a causal model (see Zipformer2EncoderLayer) -> (T, N, D)."""
         pos_emb = self.encoder_pos(src)
         output = src * feature_mask
         for layer in self.layers:
-            output = layer(output, pos_emb, src_key_padding_mask=src_key_padding_mask)
+            output = layer(
+                output, pos_emb, src_key_padding_mask=src_key_padding_mask,
+                chunk_size=chunk_size, attn_mask=attn_mask,
+            )
             output = output * feature_mask
         return output
+
+    def streaming_forward(
+        self,
+        src: torch.Tensor,
+        states: List[torch.Tensor],
+        left_context_len: int,
+        src_key_padding_mask: torch.Tensor,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """One chunk: src (T, N, D), states the 6 caches of each layer in turn, mask (N, L + T)
+        -> (T, N, D) and the updated states in the same order."""
+        pos_emb = self.encoder_pos(src, left_context_len)
+        new_states: List[torch.Tensor] = []
+        for i, layer in enumerate(self.layers):
+            src, *layer_states = layer.streaming_forward(
+                src, pos_emb, *states[6 * i : 6 * i + 6], left_context_len=left_context_len,
+                src_key_padding_mask=src_key_padding_mask,
+            )
+            new_states.extend(layer_states)
+        return src, new_states
 
 
 def repeat_last_valid_frame(src: torch.Tensor, src_lens: torch.Tensor) -> torch.Tensor:
@@ -633,17 +858,42 @@ class DownsampledZipformer2Encoder(nn.Module):
         src: torch.Tensor,
         feature_mask: Union[torch.Tensor, float] = 1.0,
         src_key_padding_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
+        attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """src: (T, N, D); src_key_padding_mask: (N, T) bool, True at padding, or None -> (T, N, D)."""
+        """src: (T, N, D); src_key_padding_mask: (N, T) bool, True at padding, or None;
+        chunk_size and the (T, T) attn_mask at the input rate (subsampled here) -> (T, N, D)."""
         src_orig = src
+        ds = self.downsample_factor
         if src_key_padding_mask is None:
             src = self.downsample(src)
         else:
             src = self.downsample(src, src_lens=(~src_key_padding_mask).sum(dim=1))
-            src_key_padding_mask = src_key_padding_mask[..., :: self.downsample_factor]
-        src = self.encoder(src, feature_mask=feature_mask, src_key_padding_mask=src_key_padding_mask)
+            src_key_padding_mask = src_key_padding_mask[..., ::ds]
+        if attn_mask is not None:
+            attn_mask = attn_mask[::ds, ::ds]
+        src = self.encoder(
+            src, feature_mask=feature_mask, src_key_padding_mask=src_key_padding_mask,
+            chunk_size=chunk_size // ds, attn_mask=attn_mask,  # -1 // ds == -1
+        )
         src = self.upsample(src)[: src_orig.shape[0]]
         return self.out_combiner(src_orig, src)
+
+    def streaming_forward(
+        self,
+        src: torch.Tensor,
+        states: List[torch.Tensor],
+        left_context_len: int,
+        src_key_padding_mask: torch.Tensor,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """One chunk of T frames (a multiple of ds) at the input rate; left_context_len and the
+        (N, L + T) mask are already at this stack's rate -> (T, N, D) and the new states."""
+        src_orig = src
+        src, new_states = self.encoder.streaming_forward(
+            self.downsample(src), states, left_context_len, src_key_padding_mask
+        )
+        src = self.upsample(src)[: src_orig.shape[0]]
+        return self.out_combiner(src_orig, src), new_states
 
 
 def _to_tuple(value: IntOrTuple, length: int, name: str) -> Tuple[int, ...]:
@@ -681,8 +931,16 @@ class Zipformer2(nn.Module):
         pos_dim: int = 192,
         dropout: Optional[FloatLike] = None,
         warmup_batches: float = 4000.0,
+        causal: bool = False,
+        chunk_size: Sequence[int] = (-1,),
+        left_context_frames: Sequence[int] = (-1,),
     ) -> None:
         super().__init__()
+        if not causal and (tuple(chunk_size) != (-1,) or tuple(left_context_frames) != (-1,)):
+            raise ValueError("chunk_size and left_context_frames need causal=True")
+        self.causal = causal
+        self.chunk_size = tuple(int(c) for c in chunk_size)
+        self.left_context_frames = tuple(int(c) for c in left_context_frames)
         self.downsampling_factor = tuple(int(d) for d in downsampling_factor)
         num_stacks = len(self.downsampling_factor)
 
@@ -699,6 +957,8 @@ class Zipformer2(nn.Module):
         num_heads = per_stack(num_heads, "num_heads")
         feedforward_dim = per_stack(feedforward_dim, "feedforward_dim")
         cnn_module_kernel = per_stack(cnn_module_kernel, "cnn_module_kernel")
+        self.num_heads, self.query_head_dim = num_heads, query_head_dim
+        self.value_head_dim, self.cnn_module_kernel = value_head_dim, cnn_module_kernel
         for unmasked, dim in zip(self.encoder_unmasked_dim, encoder_dim):
             if unmasked > dim:
                 raise ValueError(
@@ -720,6 +980,7 @@ class Zipformer2(nn.Module):
                 feedforward_dim=feedforward_dim[i],
                 dropout=dropout,
                 cnn_module_kernel=cnn_module_kernel[i],
+                causal=causal,
             )
             # Stack i's layer drop warms up over its own slice of the warm-up period.
             stack = Zipformer2Encoder(
@@ -792,14 +1053,90 @@ class Zipformer2(nn.Module):
                 f"Zipformer2 expects {self.encoder_dim[0]} input channels, got {x.shape[-1]}"
             )
         masks = self.feature_masks(x)
+        chunk_size, left_context_chunks = self.chunk_config()
+        attn_mask = chunk_attention_mask(x.shape[0], chunk_size, left_context_chunks, x.device)
         outputs = []
         for i, stack in enumerate(self.encoders):
             x = convert_num_channels(x, self.encoder_dim[i])
-            # Every stack takes the full-rate mask; a downsampled one subsamples it by [..., ::ds].
-            x = stack(x, feature_mask=masks[i], src_key_padding_mask=src_key_padding_mask)
+            # Every stack takes the full-rate masks; a downsampled one subsamples them by ::ds.
+            x = stack(
+                x, feature_mask=masks[i], src_key_padding_mask=src_key_padding_mask,
+                chunk_size=chunk_size, attn_mask=attn_mask,
+            )
             outputs.append(x)
         x = self._full_dim_output(outputs)
         x = self.downsample_output(x, src_lens=x_lens)
+        return x, self._output_lengths(x_lens)
+
+    def _output_lengths(self, x_lens: torch.Tensor) -> torch.Tensor:
         ds = self.output_downsampling_factor
-        lengths = torch.div(x_lens + ds - 1, ds, rounding_mode="floor")
-        return x, lengths
+        return torch.div(x_lens + ds - 1, ds, rounding_mode="floor")
+
+    def chunk_config(self) -> Tuple[int, int]:
+        """(chunk_size, left_context_chunks) for this forward: (-1, -1) for a non-causal model
+        and while tracing (an exported full forward has full context, as icefall's), else drawn
+        from self.chunk_size / self.left_context_frames (see sample_chunk_config)."""
+        if not self.causal or torch.jit.is_tracing():
+            return -1, -1
+        return sample_chunk_config(self.chunk_size, self.left_context_frames)
+
+    def streaming_forward(
+        self,
+        x: torch.Tensor,
+        x_lens: torch.Tensor,
+        states: List[torch.Tensor],
+        src_key_padding_mask: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """One chunk of a causal model with L = left_context_frames[0] frames of left context.
+
+        Args:
+          x: (C, N, encoder_dim[0]), C a multiple of every downsampling factor and of 2.
+          x_lens: (N,) valid frames of the chunk.
+          states: 6 caches per layer, layers in order (see get_init_states).
+          src_key_padding_mask: (N, L + C) bool, True at cache slots not filled yet and at padding.
+        Returns:
+          (C / 2, N, max(encoder_dim)), lengths (x_lens + 1) // 2, and the updated states.
+        """
+        left_context = self.left_context_frames[0]
+        outputs = []
+        new_states: List[torch.Tensor] = []
+        first_layer = 0
+        for i, stack in enumerate(self.encoders):
+            ds = self.downsampling_factor[i]
+            layers = slice(6 * first_layer, 6 * (first_layer + stack.num_layers))
+            x, stack_states = stack.streaming_forward(
+                convert_num_channels(x, self.encoder_dim[i]), states[layers],
+                left_context_len=left_context // ds,
+                src_key_padding_mask=src_key_padding_mask[..., ::ds],
+            )
+            first_layer += stack.num_layers
+            outputs.append(x)
+            new_states.extend(stack_states)
+        x = self.downsample_output(self._full_dim_output(outputs))
+        return x, self._output_lengths(x_lens), new_states
+
+    def get_init_states(
+        self, batch_size: int = 1, device: torch.device = torch.device("cpu")
+    ) -> List[torch.Tensor]:
+        """Zero caches for streaming_forward, 6 per layer, layers stack by stack.
+
+        Layer of stack i with L_i = left_context_frames[0] // ds_i, H = num_heads[i] and
+        D = encoder_dim[i]: cached_key (L_i, N, H·query_head_dim), cached_nonlin_attn
+        (1, N, L_i, 3D/4), cached_val1 and cached_val2 (L_i, N, H·value_head_dim),
+        cached_conv1 and cached_conv2 (N, D, cnn_module_kernel // 2).
+        """
+        if not self.causal:
+            raise ValueError("streaming needs a causal model (causal=True)")
+        states = []
+        for i, stack in enumerate(self.encoders):
+            left = self.left_context_frames[0] // self.downsampling_factor[i]
+            dim, heads = self.encoder_dim[i], self.num_heads[i]
+            for _ in range(stack.num_layers):
+                value = torch.zeros(left, batch_size, heads * self.value_head_dim[i], device=device)
+                conv = torch.zeros(batch_size, dim, self.cnn_module_kernel[i] // 2, device=device)
+                states += [
+                    torch.zeros(left, batch_size, heads * self.query_head_dim[i], device=device),
+                    torch.zeros(1, batch_size, left, 3 * dim // 4, device=device),
+                    value, value.clone(), conv, conv.clone(),
+                ]
+        return states
