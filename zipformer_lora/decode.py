@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""Decode with a LoRA fine-tuned model, with LoRA on or off.
+
+  ./zipformer_lora/decode.py --epoch 20 --avg 10 --exp-dir zipformer_lora/exp_lora_r8 --max-duration 600
+  ./zipformer_lora/decode.py --epoch 20 --avg 1 --use-averaged-model 0 --use-lora 0 ...   # the base, exactly
+  # one base model, LoRA-only files: --base-ckpt pretrained.pt --lora-ckpt lora-epoch-20.pt
+  # both, with a forgetting report (WER with LoRA off and on, every test set): --forgetting-report 1
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from zipformer.tuning import decode_main, get_decode_parser  # noqa: E402
+from zipformer_lora.lora import LoraTuner  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return get_decode_parser(LoraTuner())
+
+
+if __name__ == "__main__":
+    decode_main(LoraTuner())

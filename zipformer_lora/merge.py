@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""Merge LoRA into the base weights: a plain checkpoint of the base's shape.
+
+  ./zipformer_lora/merge.py --epoch 20 --avg 1 --use-averaged-model 0 --exp-dir zipformer_lora/exp_lora_r8 \\
+      --out zipformer_lora/exp_lora_r8/pretrained-merged.pt
+  # or a LoRA-only file on its base: --base-ckpt pretrained.pt --lora-ckpt lora-epoch-20.pt
+
+Writes {"model": state_dict} (icefall's pretrained.pt layout: 743 tensors for the normal shape),
+with the model configuration and vocabulary: zipformer/decode.py, zipformer/export-onnx.py and
+icefall's own scripts load it like any Zipformer.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from zipformer.tuning import get_merge_parser, merge_main  # noqa: E402
+from zipformer_lora.lora import LoraTuner  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return get_merge_parser(LoraTuner())
+
+
+if __name__ == "__main__":
+    merge_main(LoraTuner())

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Transcribe a few audio files with a LoRA fine-tuned checkpoint, LoRA on or off.
+
+  ./zipformer_lora/pretrained.py --checkpoint zipformer_lora/exp/epoch-6.pt \\
+      --bpe-model data/lang_bpe_500/bpe.model foo.wav      # --use-lora 0: the base model
+
+Everything else is as in ./zipformer/pretrained.py.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from zipformer import pretrained  # noqa: E402
+from zipformer.tuning import TunerDecodingRecipe  # noqa: E402
+from zipformer_lora.lora import LoraTuner  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return pretrained.get_parser(TunerDecodingRecipe(LoraTuner()))
+
+
+if __name__ == "__main__":
+    pretrained.main(TunerDecodingRecipe(LoraTuner()))

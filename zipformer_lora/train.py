@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Fine-tune a pretrained Zipformer transducer on a new domain with LoRA (only the low-rank terms train).
+
+  ./zipformer_lora/train.py --world-size 1 --num-epochs 20 --start-epoch 1 --use-fp16 1 \\
+      --base-lr 0.045 --use-lora 1 --lora-r 8 --do-finetune 1 \\
+      --finetune-ckpt pretrained/base.pt --max-duration 100 --exp-dir zipformer_lora/exp_lora_r8
+
+The data, resuming and files are as for ./zipformer_adapter/train.py: without data flags it
+fine-tunes on GigaSpeech (when prepared) or the embedded target domain; next to epoch-N.pt it
+writes lora-epoch-N.pt, the LoRA tensors alone. --use-lora 0 makes this full fine-tuning.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from torch import nn  # noqa: E402
+
+from zipformer import training  # noqa: E402
+from zipformer.training import get_params  # noqa: E402,F401  (icefall's train.get_params)
+from zipformer.tuning import TunerTrainingRecipe  # noqa: E402
+from zipformer.utils import AttributeDict  # noqa: E402
+from zipformer_lora.lora import LoraTuner  # noqa: E402
+
+RECIPE = TunerTrainingRecipe(LoraTuner())
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return training.get_parser(RECIPE)
+
+
+def get_model(params: AttributeDict) -> nn.Module:
+    """icefall's train.get_model: the base transducer with LoRA when --use-lora is on."""
+    return RECIPE.get_model(params)
+
+
+if __name__ == "__main__":
+    training.main(RECIPE)
