@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from zipformer import decoding, onnx_export
+from zipformer import decoding, onnx_export, pretrained, training
 from zipformer.atomic import atomic_write_text, write_atomically
 from zipformer.checkpoint import (
     LoadedWeights,
@@ -375,3 +375,44 @@ def merge_main(tuner: Tuner) -> None:
     }
     write_atomically(params.out, lambda tmp: torch.save(merged, tmp))
     print(f"wrote {params.out}: {len(merged['model'])} tensors, {weights.description} with {tuner.name} merged")
+
+
+# ---- the scripts of a tuner's recipe directory ---------------------------------------------------
+# Each returns the functions icefall's scripts expose, so a recipe's script is its docstring plus
+#   get_parser, main = decode_script(MyTuner())
+
+
+def train_script(tuner: Tuner) -> tuple:
+    """(get_parser, get_params, get_model, main) of train.py."""
+    recipe = TunerTrainingRecipe(tuner)
+
+    def get_parser() -> argparse.ArgumentParser:
+        return training.get_parser(recipe)
+
+    def get_model(params: AttributeDict) -> nn.Module:
+        return recipe.get_model(params)
+
+    return get_parser, training.get_params, get_model, lambda: training.main(recipe)
+
+
+def decode_script(tuner: Tuner) -> tuple:
+    """(get_parser, main) of decode.py."""
+    return (lambda: get_decode_parser(tuner)), (lambda: decode_main(tuner))
+
+
+def export_script(tuner: Tuner, default_exp_dir: str) -> tuple:
+    """(get_parser, main) of export-onnx.py; main(argv) returns the written files by name."""
+    return (lambda: get_export_parser(tuner, default_exp_dir)), (
+        lambda argv=None: export_main(tuner, default_exp_dir, argv)
+    )
+
+
+def pretrained_script(tuner: Tuner) -> tuple:
+    """(get_parser, main) of pretrained.py."""
+    recipe = TunerDecodingRecipe(tuner)
+    return (lambda: pretrained.get_parser(recipe)), (lambda: pretrained.main(recipe))
+
+
+def merge_script(tuner: Tuner) -> tuple:
+    """(get_parser, main) of merge.py."""
+    return (lambda: get_merge_parser(tuner)), (lambda: merge_main(tuner))

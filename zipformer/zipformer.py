@@ -478,7 +478,9 @@ class ConvolutionModule(nn.Module):
 
 
 class Zipformer2EncoderLayer(nn.Module):
-    """One Zipformer block (see icefall_reference §1.6 for the order of operations).
+    """One Zipformer block: ff1, nonlinear attention, self-attention 1, conv 1, ff2, bypass_mid,
+    self-attention 2, conv 2, ff3, norm, bypass (the order of the Zipformer paper, Yao et al. 2023,
+    and of icefall's Zipformer2EncoderLayer).
 
     Adapter insertion points: `post_sa_adapter`, `mid_adapter`, `post_conv_adapter` and `adapter`
     are None by default (no parameters, no state_dict keys). Assigning a module to one of them

@@ -19,22 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-from zipformer.tuning import export_main, get_export_parser  # noqa: E402
+from zipformer.tuning import export_script  # noqa: E402
 from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
 
-DEFAULT_EXP_DIR = "zipformer_adapter/exp"
-
-
-def get_parser() -> argparse.ArgumentParser:
-    return get_export_parser(AdapterTuner(), DEFAULT_EXP_DIR)
-
-
-def main(argv: Optional[List[str]] = None) -> Dict[str, Path]:
-    return export_main(AdapterTuner(), DEFAULT_EXP_DIR, argv)
-
+get_parser, main = export_script(AdapterTuner(), "zipformer_adapter/exp")
 
 if __name__ == "__main__":
     main()

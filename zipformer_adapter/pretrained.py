@@ -11,16 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-
-from zipformer import pretrained  # noqa: E402
-from zipformer.tuning import TunerDecodingRecipe  # noqa: E402
+from zipformer.tuning import pretrained_script  # noqa: E402
 from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
 
-
-def get_parser() -> argparse.ArgumentParser:
-    return pretrained.get_parser(TunerDecodingRecipe(AdapterTuner()))
-
+get_parser, main = pretrained_script(AdapterTuner())
 
 if __name__ == "__main__":
-    pretrained.main(TunerDecodingRecipe(AdapterTuner()))
+    main()

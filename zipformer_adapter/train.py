@@ -20,27 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-
-from torch import nn  # noqa: E402
-
-from zipformer import training  # noqa: E402
-from zipformer.training import get_params  # noqa: E402,F401  (icefall's train.get_params)
-from zipformer.tuning import TunerTrainingRecipe  # noqa: E402
-from zipformer.utils import AttributeDict  # noqa: E402
+from zipformer.tuning import train_script  # noqa: E402
 from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
 
-RECIPE = TunerTrainingRecipe(AdapterTuner())
-
-
-def get_parser() -> argparse.ArgumentParser:
-    return training.get_parser(RECIPE)
-
-
-def get_model(params: AttributeDict) -> nn.Module:
-    """icefall's train.get_model: the base transducer with adapters when --use-adapters is on."""
-    return RECIPE.get_model(params)
-
+get_parser, get_params, get_model, main = train_script(AdapterTuner())
 
 if __name__ == "__main__":
-    training.main(RECIPE)
+    main()

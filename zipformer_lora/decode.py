@@ -11,15 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-
-from zipformer.tuning import decode_main, get_decode_parser  # noqa: E402
+from zipformer.tuning import decode_script  # noqa: E402
 from zipformer_lora.lora import LoraTuner  # noqa: E402
 
-
-def get_parser() -> argparse.ArgumentParser:
-    return get_decode_parser(LoraTuner())
-
+get_parser, main = decode_script(LoraTuner())
 
 if __name__ == "__main__":
-    decode_main(LoraTuner())
+    main()

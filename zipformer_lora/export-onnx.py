@@ -14,22 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-from zipformer.tuning import export_main, get_export_parser  # noqa: E402
+from zipformer.tuning import export_script  # noqa: E402
 from zipformer_lora.lora import LoraTuner  # noqa: E402
 
-DEFAULT_EXP_DIR = "zipformer_lora/exp"
-
-
-def get_parser() -> argparse.ArgumentParser:
-    return get_export_parser(LoraTuner(), DEFAULT_EXP_DIR)
-
-
-def main(argv: Optional[List[str]] = None) -> Dict[str, Path]:
-    return export_main(LoraTuner(), DEFAULT_EXP_DIR, argv)
-
+get_parser, main = export_script(LoraTuner(), "zipformer_lora/exp")
 
 if __name__ == "__main__":
     main()

@@ -14,15 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-
-from zipformer.tuning import get_merge_parser, merge_main  # noqa: E402
+from zipformer.tuning import merge_script  # noqa: E402
 from zipformer_lora.lora import LoraTuner  # noqa: E402
 
-
-def get_parser() -> argparse.ArgumentParser:
-    return get_merge_parser(LoraTuner())
-
+get_parser, main = merge_script(LoraTuner())
 
 if __name__ == "__main__":
-    merge_main(LoraTuner())
+    main()
