@@ -45,6 +45,21 @@ def decoding_chunk_config(params: AttributeDict) -> Tuple[int, int]:
     return chunk_sizes[0], left_contexts[0]
 
 
+def streaming_chunk_config(params: AttributeDict) -> Tuple[int, int]:
+    """decoding_chunk_config for real streaming, which needs a finite chunk and left context and
+    whole chunks of left context; UserError naming the flag otherwise."""
+    chunk_size, left_context = decoding_chunk_config(params)
+    if chunk_size < 1 or left_context < 1:
+        raise UserError("streaming needs a finite chunk and left context: --chunk-size and --left-context-frames > 0")
+    if left_context % chunk_size != 0:
+        # The full forward rounds the left context down to whole chunks, the cache does not.
+        raise UserError(
+            f"--left-context-frames {left_context} is not a multiple of --chunk-size {chunk_size}: "
+            f"use e.g. {max(left_context // chunk_size, 1) * chunk_size}"
+        )
+    return chunk_size, left_context
+
+
 def chunk_suffix(params: AttributeDict) -> str:
     """Result-file suffix words of a causal model: -chunk-{C}-left-context-{L}."""
     if not params.causal:
