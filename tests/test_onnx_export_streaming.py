@@ -27,7 +27,9 @@ from zipformer.onnx_export_streaming import (
     LAYER_STATE_NAMES,
     OnnxStreamingEncoder,
     onnx_init_states,
+    state_names,
     streaming_differences,
+    streaming_metadata,
 )
 from zipformer.onnx_inference import read_tokens, tokens_to_text
 from zipformer.onnx_streaming import OnnxStreamingTransducer
@@ -202,6 +204,28 @@ def test_metadata_describes_the_states_as_sherpa_onnx_builds_them(tiny):
     assert meta["use_adapters"] == "1" and meta["adapter_dim"] == str(ADAPTER_DIM)
     decoder_meta = model.model.decoder.get_modelmeta().custom_metadata_map
     assert (decoder_meta["context_size"], decoder_meta["vocab_size"]) == ("2", str(len(SYMBOLS)))
+
+
+def test_icefall_normal_model_gets_icefall_streaming_metadata_and_99_inputs():
+    """icefall's default causal model at C = 16, L = 128: the values its export writes."""
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    params = AttributeDict(vars(parser.parse_args(["--causal", "1", "--chunk-size", "16", "--left-context-frames", "128"])))
+    params.update(feature_dim=80, vocab_size=500, blank_id=0, context_size=2)
+    model = get_model(params).eval()
+    assert streaming_metadata(model, 16, 128) == {
+        "model_type": "zipformer2", "version": "1", "model_author": "k2-fsa", "comment": "streaming zipformer2",
+        "decode_chunk_len": "32", "T": "45", "num_encoder_layers": "2,2,3,4,3,2",
+        "encoder_dims": "192,256,384,512,384,256", "cnn_module_kernels": "31,31,15,15,15,31",
+        "left_context_len": "128,64,32,16,32,64", "query_head_dims": "32,32,32,32,32,32",
+        "value_head_dims": "12,12,12,12,12,12", "num_heads": "4,4,4,8,4,4",
+    }
+    states = onnx_init_states(model, 1)
+    assert len(state_names(16)) == len(states) == 98  # + x: 99 inputs
+    assert [tuple(s.shape) for s in states[42:48]] == [
+        (16, 1, 256), (1, 1, 16, 384), (16, 1, 96), (16, 1, 96), (1, 512, 7), (1, 512, 7)
+    ]  # layer 7, the first of stack 3
+    assert tuple(states[-2].shape) == (1, 128, 3, 19) and states[-1].dtype == torch.int64
 
 
 # ---------------------------------------------------------------------------------------------

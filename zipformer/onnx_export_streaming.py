@@ -189,6 +189,22 @@ def check_streaming_export(model: nn.Module, files: Dict[str, Path], chunk_size:
     return differences
 
 
+def int8_streaming_difference(files: Dict[str, Path], int8_files: Dict[str, Path], chunk_size: int, left_context: int) -> float:
+    """Max |int8 - fp32| of the encoder output over one random stream (a report, not a check)."""
+    num_chunks = left_context // chunk_size + CHECK_EXTRA_CHUNKS
+    window = 2 * chunk_size + EMBED_LOOK_AHEAD
+    x = np.random.default_rng(1).normal(-5.0, 3.0, size=(1, num_chunks * 2 * chunk_size + window, 80))
+    outputs = []
+    for paths in (files, int8_files):
+        onnx_model = OnnxStreamingTransducer.from_files(paths["encoder"], paths["decoder"], paths["joiner"])
+        states, chunks = onnx_model.init_states(1), []
+        for k in range(num_chunks):
+            encoder_out, states = onnx_model.run_chunk(x[:, 2 * chunk_size * k :][:, :window], states)
+            chunks.append(encoder_out)
+        outputs.append(np.concatenate(chunks, axis=1))
+    return float(np.abs(outputs[0] - outputs[1]).max())
+
+
 def check_streamable(params: AttributeDict, state_dict: Dict[str, torch.Tensor]) -> None:
     """UserError unless the checkpoint (its configuration and its weights) is a causal model."""
     if not params.causal or is_causal_state_dict(state_dict) is False:
@@ -221,7 +237,10 @@ def export(
     export_streaming_encoder(model, files["encoder"], chunk_size, params.feature_dim, metadata)
     export_decoder_and_joiner(model, files, params)
     check_or_remove(files, lambda: check_streaming_export(model, files, chunk_size, left_context))
-    return quantize_files(files, int8_files)
+    written = quantize_files(files, int8_files)
+    difference = int8_streaming_difference(files, int8_files, chunk_size, left_context)
+    logging.info(f"int8 vs fp32, max abs difference of the streaming encoder output: {difference:.3g}")
+    return written
 
 
 def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -> argparse.ArgumentParser:

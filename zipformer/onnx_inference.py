@@ -5,6 +5,7 @@ The files follow the contract of zipformer/onnx_export.py: the encoder already a
 encoder projection and the decoder its decoder projection, so the joiner only adds, tanh and
 projects to the vocabulary.
 """
+import argparse
 import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -29,6 +30,14 @@ WORD_START = "\u2581"  # sentencepiece's "▁"
 # The encoder's convolutions need this many frames (zipformer/subsampling.py MIN_INPUT_FRAMES);
 # kept here so that this module needs no PyTorch import of its own.
 MIN_INPUT_FRAMES = 9
+
+
+def add_file_arguments(parser: argparse.ArgumentParser, pattern: str = "*") -> None:
+    """--{encoder,decoder,joiner}-model-filename and --tokens of a script that decodes exported files;
+    `pattern` shows the file names in the help (e.g. "*-chunk-*")."""
+    for name in ("encoder", "decoder", "joiner"):
+        parser.add_argument(f"--{name}-model-filename", type=str, required=True, help=f"{name}-{pattern}.onnx")
+    parser.add_argument("--tokens", type=str, required=True, help="tokens.txt of the model")
 
 
 def read_tokens(filename: PathLike) -> Dict[int, str]:

@@ -22,17 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 from typing import Dict, List, Sequence  # noqa: E402
 
-from zipformer.onnx_inference import compute_fbank, read_tokens, read_wave, tokens_to_text  # noqa: E402
+from zipformer.onnx_inference import (  # noqa: E402
+    add_file_arguments,
+    compute_fbank,
+    read_tokens,
+    read_wave,
+    tokens_to_text,
+)
 from zipformer.onnx_streaming import OnnxStreamingTransducer  # noqa: E402
 from zipformer.errors import exit_on_user_error  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoder-model-filename", type=str, required=True, help="encoder-*-chunk-*.onnx")
-    parser.add_argument("--decoder-model-filename", type=str, required=True, help="decoder-*-chunk-*.onnx")
-    parser.add_argument("--joiner-model-filename", type=str, required=True, help="joiner-*-chunk-*.onnx")
-    parser.add_argument("--tokens", type=str, required=True, help="tokens.txt of the model")
+    add_file_arguments(parser, "*-chunk-*")
     parser.add_argument("--num-threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=16, help="files streamed together, one batch per chunk")
     parser.add_argument("sound_files", type=str, nargs="+", help="16 kHz sound files (wav, flac, ...)")
