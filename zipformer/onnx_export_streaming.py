@@ -148,8 +148,9 @@ def streaming_differences(model: nn.Module, files: Dict[str, Path], chunk_size: 
     onnx_model = OnnxStreamingTransducer.from_files(files["encoder"], files["decoder"], files["joiner"])
     window = 2 * chunk_size + EMBED_LOOK_AHEAD
     num_chunks = left_context // chunk_size + CHECK_EXTRA_CHUNKS
+    feature_dim = onnx_model.model.feature_dim
     rng = np.random.default_rng(0)
-    x = rng.normal(-5.0, 3.0, size=(CHECK_STREAMS, num_chunks * 2 * chunk_size + window, 80)).astype(np.float32)
+    x = rng.normal(-5.0, 3.0, size=(CHECK_STREAMS, num_chunks * 2 * chunk_size + window, feature_dim)).astype(np.float32)
     wrapper = OnnxStreamingEncoder(model).eval()
     # Stream i runs i chunks alone first; then the batch runs with its own positions per stream.
     torch_streams, onnx_streams = [], []
@@ -172,7 +173,7 @@ def streaming_differences(model: nn.Module, files: Dict[str, Path], chunk_size: 
         for torch_state, onnx_state in zip(torch_states, onnx_states):
             state_diff = max(state_diff, float(np.abs(onnx_state - torch_state.numpy()).max()))
         encoder_outs.append(onnx_out)
-    contexts = check_inputs(80, onnx_model.model.vocab_size, onnx_model.context_size)["y"]
+    contexts = check_inputs(feature_dim, onnx_model.model.vocab_size, onnx_model.context_size)["y"]
     differences = {"encoder": encoder_diff, "states": state_diff}
     differences.update(decoder_joiner_differences(model, onnx_model.model, contexts, np.concatenate(encoder_outs, 1)))
     return differences
@@ -193,10 +194,11 @@ def int8_streaming_difference(files: Dict[str, Path], int8_files: Dict[str, Path
     """Max |int8 - fp32| of the encoder output over one random stream (a report, not a check)."""
     num_chunks = left_context // chunk_size + CHECK_EXTRA_CHUNKS
     window = 2 * chunk_size + EMBED_LOOK_AHEAD
-    x = np.random.default_rng(1).normal(-5.0, 3.0, size=(1, num_chunks * 2 * chunk_size + window, 80))
     outputs = []
     for paths in (files, int8_files):
         onnx_model = OnnxStreamingTransducer.from_files(paths["encoder"], paths["decoder"], paths["joiner"])
+        shape = (1, num_chunks * 2 * chunk_size + window, onnx_model.model.feature_dim)
+        x = np.random.default_rng(1).normal(-5.0, 3.0, size=shape)
         states, chunks = onnx_model.init_states(1), []
         for k in range(num_chunks):
             encoder_out, states = onnx_model.run_chunk(x[:, 2 * chunk_size * k :][:, :window], states)
