@@ -16,7 +16,7 @@ the recipe's (e.g. the tuner's settings). After writing, onnxruntime runs a batc
 (another batch size than the traced one, streams at different positions) chunk by chunk past the
 point where the caches are full, against PyTorch's streaming_forward; a difference fails the export.
 """
-import argparse
+import functools
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -245,22 +245,7 @@ def export(
     return written
 
 
-def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -> argparse.ArgumentParser:
-    """export-onnx.py's flags; --causal 1 and one --chunk-size / --left-context-frames value."""
-    return onnx_export.get_parser(recipe, default_exp_dir)
-
-
-def main(
-    recipe: DecodingRecipe,
-    default_exp_dir: str = "zipformer/exp",
-    encoder_metadata: Optional[MetadataHook] = None,
-    file_suffix: SuffixHook = checkpoint_suffix,
-    argv: Optional[List[str]] = None,
-    parser: Optional[argparse.ArgumentParser] = None,
-) -> Dict[str, Path]:
-    """export-onnx-streaming.py of a recipe."""
-    return onnx_export.main(
-        recipe, default_exp_dir, encoder_metadata, file_suffix, argv,
-        parser=parser or get_parser(recipe, default_exp_dir),
-        export_function=export, log_name="log-export-onnx-streaming",
-    )
+# The script: export-onnx.py's flags (--causal 1 and one --chunk-size / --left-context-frames value
+# are checked by `export`) and main, with this export.
+get_parser = onnx_export.get_parser
+main = functools.partial(onnx_export.main, export_function=export, log_name="log-export-onnx-streaming")
