@@ -352,8 +352,8 @@ def test_non_causal_checkpoint_is_refused_with_the_fix(tiny, tmp_path):
 @pytest.mark.parametrize(
     "chunk_flags, words",
     [
-        (["--chunk-size", "16,32", "--left-context-frames", "32"], "one --chunk-size"),
-        (["--chunk-size", "16", "--left-context-frames", "64,128"], "one --chunk-size"),
+        (["--chunk-size", "16,32", "--left-context-frames", "32"], "the streaming export (one latency per file) takes one --chunk-size"),
+        (["--chunk-size", "16", "--left-context-frames", "64,128"], "takes one --chunk-size and one --left-context-frames"),
         (["--chunk-size", "16", "--left-context-frames", "40"], "not a multiple of --chunk-size 16"),
     ],
 )
@@ -373,3 +373,15 @@ def test_truncated_or_non_streaming_files_are_user_errors(tiny, tmp_path):
     export_encoder(tiny.model, full_context, 80, {"model_type": "zipformer2"})
     with pytest.raises(UserError, match="not a streaming encoder .*export-onnx-streaming.py"):
         OnnxStreamingTransducer.from_files(full_context, tiny.adapted["decoder"], tiny.adapted["joiner"])
+
+
+@pytest.mark.slow
+def test_non_streaming_script_points_to_the_streaming_one(tiny, tmp_path):
+    files = tiny.adapted
+    proc = run_script(
+        "zipformer/onnx_pretrained.py", "--encoder-model-filename", files["encoder"],
+        "--decoder-model-filename", files["decoder"], "--joiner-model-filename", files["joiner"],
+        "--tokens", tiny.tokens, tmp_path / "unused.wav", check=False,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].endswith("is a streaming encoder: transcribe with ./zipformer/onnx_pretrained-streaming.py")

@@ -228,7 +228,7 @@ def export(
     given: frozenset = frozenset(),
 ) -> Dict[str, Path]:
     """Write the fp32 and int8 streaming files; return their paths by name (encoder, ..., encoder.int8, ...)."""
-    chunk_size, left_context = streaming_chunk_config(params)
+    chunk_size, left_context = streaming_chunk_config(params, "the streaming export (one latency per file)")
     model, state_dict = load_export_model(params, recipe, given, check_streamable)
     suffix = chunk_file_suffix(file_suffix, chunk_size, left_context)(params)
     files, int8_files = onnx_file_names(Path(params.exp_dir), suffix)

@@ -30,7 +30,8 @@ from zipformer.onnx_inference import (  # noqa: E402
     read_wave,
     tokens_to_text,
 )
-from zipformer.utils import exit_on_user_error  # noqa: E402
+from zipformer.onnx_streaming import is_streaming  # noqa: E402
+from zipformer.utils import UserError, exit_on_user_error  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,11 @@ def main() -> None:
             args.encoder_model_filename, args.decoder_model_filename, args.joiner_model_filename, args.num_threads
         )
         model.check_tokens(tokens, args.tokens)
+        if is_streaming(model):
+            raise UserError(
+                f"{args.encoder_model_filename} is a streaming encoder: transcribe with "
+                "./zipformer/onnx_pretrained-streaming.py"
+            )
         texts = transcribe(model, tokens, args.sound_files, args.batch_size)
     for filename, text in zip(args.sound_files, texts):
         print(f"{filename}: {text}")
