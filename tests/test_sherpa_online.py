@@ -1,6 +1,7 @@
-"""sherpa-onnx's online recognizer on the streaming export of a briefly trained tiny causal model, fed
-as a live application feeds it (0.1 s pieces, then input_finished), against PyTorch's streaming
-greedy search; onnx_decode.py on the streaming export with both runtimes.
+"""sherpa-onnx's online recognizer on the streaming export of a briefly trained tiny causal model (and
+of adapters fine-tuned on it), fed as a live application feeds it (0.1 s pieces, then
+input_finished), against PyTorch's streaming greedy search; onnx_decode.py on the streaming export
+with both runtimes; README's streaming snippet.
 
 sherpa-onnx runs in a subprocess: it aborts the process on a bad model.
 """
@@ -25,13 +26,16 @@ from zipformer.model_args import add_model_arguments, get_model
 from zipformer.onnx_inference import compute_fbank, read_tokens, tokens_to_text
 from zipformer.sherpa_online import TAIL_SECONDS
 from zipformer.streaming import EMBED_LOOK_AHEAD, get_init_states, streaming_forward
+from zipformer.tuning import get_tuned_model
 from zipformer.utils import AttributeDict
+from zipformer_adapter.adapter import AdapterTuner
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SUFFIX = "epoch-2-avg-1-chunk-16-left-32"
 CHUNK = 16
+ADAPTER_DIM = 4
 PIECE_SECONDS = 0.1
 README_HEADING = "### Streaming: sherpa-onnx's OnlineRecognizer"
 README_SUFFIX = "epoch-6-avg-1-chunk-16-left-128"
@@ -113,13 +117,18 @@ def torch_stream_as_sherpa_feeds_it(model: torch.nn.Module, samples: np.ndarray,
     return tokens_to_text(hyps[0][model.decoder.context_size :], table)
 
 
-@pytest.fixture(scope="module")
-def torch_model(causal_exp: Path, tiny_corpus) -> torch.nn.Module:
+def tiny_params(tiny_corpus, **extra) -> AttributeDict:
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
     params = AttributeDict(vars(parser.parse_args(TINY_MODEL_FLAGS + CHUNK_FLAGS)))
-    params.update(feature_dim=80, vocab_size=len(read_tokens(tiny_corpus["tokens"])), blank_id=0, context_size=2)
-    model = get_model(params)
+    vocab_size = len(read_tokens(tiny_corpus["tokens"]))
+    params.update(feature_dim=80, vocab_size=vocab_size, blank_id=0, context_size=2, **extra)
+    return params
+
+
+@pytest.fixture(scope="module")
+def torch_model(causal_exp: Path, tiny_corpus) -> torch.nn.Module:
+    model = get_model(tiny_params(tiny_corpus))
     model.load_state_dict(torch.load(causal_exp / "epoch-2.pt", weights_only=False)["model"])
     return model.eval()
 
@@ -134,6 +143,38 @@ def test_sherpa_onnx_online_recognizer_equals_pytorch_streaming_on_its_frames(
     assert sherpa_fp32 == expected
     int8 = sherpa_online(streaming_files, tiny_corpus["tokens"], audio, int8=True)
     assert len(int8) == len(expected) and any(int8)
+
+
+@pytest.fixture(scope="module")
+def adapter_exp(causal_exp: Path, tiny_corpus, tmp_path_factory) -> Path:
+    """Adapters of dim 4 fine-tuned for 2 epochs on the target domain over the causal base, and
+    their streaming export."""
+    base = tmp_path_factory.mktemp("causal_base") / "pretrained.pt"
+    torch.save({"model": torch.load(causal_exp / "epoch-2.pt", weights_only=False)["model"]}, base)
+    exp_dir = tmp_path_factory.mktemp("causal_adapter_exp")
+    run_script(
+        "zipformer_adapter/train.py", "--num-epochs", "2", "--base-lr", "0.045", "--use-adapters", "1",
+        "--adapter-dim", str(ADAPTER_DIM), "--do-finetune", "1", "--finetune-ckpt", base, "--exp-dir", exp_dir,
+        "--tensorboard", "0", "--average-period", "2", "--log-interval", "1", "--causal", "1",
+        *TINY_MODEL_FLAGS, *data_flags(tiny_corpus, train="target_train"),
+    )
+    run_script(
+        "zipformer_adapter/export-onnx-streaming.py", "--tokens", tiny_corpus["tokens"], "--exp-dir", exp_dir,
+        *CHECKPOINT_FLAGS, *TINY_MODEL_FLAGS, *CHUNK_FLAGS, "--use-adapters", "1", "--adapter-dim", str(ADAPTER_DIM),
+    )
+    return exp_dir
+
+
+def test_sherpa_onnx_runs_the_fine_tuned_adapters_as_pytorch_does(adapter_exp: Path, tiny_corpus):
+    files = {name: adapter_exp / f"{name}-{SUFFIX}.onnx" for name in ("encoder", "decoder", "joiner")}
+    audio = audio_files(tiny_corpus)
+    got = sherpa_online(files, tiny_corpus["tokens"], audio, int8=False)
+    params = tiny_params(tiny_corpus, use_adapters=True, adapter_dim=ADAPTER_DIM)
+    model = get_tuned_model(params, AdapterTuner())
+    model.load_state_dict(torch.load(adapter_exp / "epoch-2.pt", weights_only=False)["model"])
+    table = read_tokens(tiny_corpus["tokens"])
+    expected = [torch_stream_as_sherpa_feeds_it(model.eval(), sf.read(a, dtype="float32")[0], table) for a in audio]
+    assert got == expected
 
 
 def test_sherpa_onnx_differs_from_streaming_decode_only_in_the_tail(sherpa_fp32, torch_streaming, tiny_corpus):
