@@ -139,3 +139,15 @@ def tiny_base_exp(tiny_corpus, tmp_path_factory) -> Path:
         *data_flags(tiny_corpus),
     )
     return exp_dir
+
+
+@pytest.fixture(scope="session")
+def causal_exp(tiny_corpus, tmp_path_factory) -> Path:
+    """A tiny causal model trained for 2 epochs with icefall's default chunk/left-context lists."""
+    exp_dir = tmp_path_factory.mktemp("causal_exp")
+    run_script(
+        "zipformer/train.py", "--num-epochs", "2", "--exp-dir", exp_dir, "--tensorboard", "0",
+        "--average-period", "2", "--log-interval", "1", "--base-lr", "0.04", "--causal", "1",
+        *TINY_MODEL_FLAGS, *data_flags(tiny_corpus),
+    )
+    return exp_dir

@@ -374,7 +374,7 @@ def test_state_dict_round_trip_gives_identical_updates() -> None:
     torch.manual_seed(1)
     model_b, opt_b, sched_b = make()
     buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = torch.load(buffer, weights_only=True)
     model_b.load_state_dict(saved["model"])
     opt_b.load_state_dict(saved["opt"])
     sched_b.load_state_dict(saved["sched"])
@@ -420,13 +420,13 @@ def test_grad_scale_collapse_saves_the_model_and_stops(tmp_path) -> None:
     status = adjust_grad_scale(_used_scaler(0.005), 200, tmp_path, 1, model)
     assert status is GradScaleStatus.SMALL
     first_warning = tmp_path / "bad-model-first-warning-1.pt"
-    saved = torch.load(first_warning, weights_only=False)["model"]
+    saved = torch.load(first_warning, weights_only=True)["model"]
     assert torch.equal(saved["weight"], model.weight)
     # Saved once only: a later warning keeps the first file.
     with torch.no_grad():
         model.weight.zero_()
     adjust_grad_scale(_used_scaler(0.005), 300, tmp_path, 1, model)
-    kept = torch.load(first_warning, weights_only=False)["model"]["weight"]
+    kept = torch.load(first_warning, weights_only=True)["model"]["weight"]
     assert not torch.equal(kept, model.weight)
 
     with pytest.raises(GradScaleTooSmallError, match="diverged.*bad-model-1.pt"):

@@ -16,18 +16,6 @@ CHECKPOINT_FLAGS = ["--epoch", "2", "--avg", "1", "--use-averaged-model", "0"]
 SUFFIX = "epoch-2-avg-1-chunk-16-left-context-32"
 
 
-@pytest.fixture(scope="module")
-def causal_exp(tiny_corpus, tmp_path_factory) -> Path:
-    """A tiny causal model trained for 2 epochs with icefall's default chunk/left-context lists."""
-    exp_dir = tmp_path_factory.mktemp("causal_exp")
-    run_script(
-        "zipformer/train.py", "--num-epochs", "2", "--exp-dir", exp_dir, "--tensorboard", "0",
-        "--average-period", "2", "--log-interval", "1", "--base-lr", "0.04", "--causal", "1",
-        *TINY_MODEL_FLAGS, *data_flags(tiny_corpus),
-    )
-    return exp_dir
-
-
 def decode(script: str, corpus: dict, exp_dir: Path, *extra: str, check: bool = True):
     return run_script(
         script, "--exp-dir", exp_dir, *CHECKPOINT_FLAGS, *TINY_MODEL_FLAGS, *data_flags(corpus),
@@ -52,7 +40,7 @@ def last_line(proc) -> str:
 
 
 def test_causal_training_writes_icefall_causal_checkpoints(causal_exp: Path):
-    state = torch.load(causal_exp / "epoch-2.pt", map_location="cpu", weights_only=False)["model"]
+    state = torch.load(causal_exp / "epoch-2.pt", map_location="cpu", weights_only=True)["model"]
     assert any(k.endswith("conv_module1.depthwise_conv.chunkwise_conv_scale") for k in state)
     assert not any(k.endswith("conv_module1.depthwise_conv.weight") for k in state)
 
@@ -119,7 +107,7 @@ def test_causal_flag_mismatches_are_one_clear_line(tiny_corpus, causal_exp, tiny
 
 def test_adapters_fine_tune_a_causal_model_and_stream(tiny_corpus, causal_exp: Path, tmp_path: Path):
     base = tmp_path / "pretrained.pt"
-    torch.save({"model": torch.load(causal_exp / "epoch-2.pt", weights_only=False)["model"]}, base)
+    torch.save({"model": torch.load(causal_exp / "epoch-2.pt", weights_only=True)["model"]}, base)
     exp_dir = tmp_path / "adapter_exp"
     run_script(
         "zipformer_adapter/train.py", "--num-epochs", "2", "--base-lr", "0.045", "--use-adapters", "1",

@@ -10,11 +10,15 @@ Usage:
       --test-cuts test-clean=data/fbank/librispeech_cuts_test-clean.jsonl.gz --max-duration 600
   # GigaSpeech scoring: --gigaspeech-scoring 1
   # the deployment runtime instead of onnxruntime (its own features, from the audio): --runtime sherpa-onnx
+  # a streaming export (export-onnx-streaming.py) is recognised by its metadata and decoded chunk
+  # by chunk (onnxruntime) or by sherpa-onnx's online recognizer:
+  ./zipformer/onnx_decode.py --encoder-model-filename zipformer/exp-causal/encoder-epoch-30-avg-9-chunk-16-left-128.onnx ...
 
 Writes {exp_dir}/greedy_search/{recogs,errs,wer-summary}-{test_set}-greedy_search-{runtime}-{name}.txt,
 where {runtime} is onnx or sherpa-onnx and {name} the encoder file name without "encoder-" and
 ".onnx" (e.g. epoch-30-avg-9.int8),
-beside decode.py's files for the PyTorch model, and logs the real-time factor. --exp-dir defaults
+beside decode.py's files for the PyTorch model (for a streaming export {exp_dir}/streaming/greedy_search/,
+beside streaming_decode.py's), and logs the real-time factor. --exp-dir defaults
 to the encoder's directory.
 """
 import sys
@@ -25,12 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
-from typing import Dict, List  # noqa: E402
+from typing import Dict, List, Tuple, Union  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from zipformer.asr_datamodule import AsrDataModule  # noqa: E402
 from zipformer.decoding import Result, save_results  # noqa: E402
 from zipformer.onnx_inference import OnnxTransducer, read_tokens, tokens_to_text  # noqa: E402
+from zipformer.onnx_streaming import OnnxStreamingTransducer, is_streaming  # noqa: E402
 from zipformer.scoring import normalize_gigaspeech_results  # noqa: E402
+from zipformer.sherpa_online import decode_online, online_recognizer  # noqa: E402
 from zipformer.utils import AttributeDict, exit_on_user_error, setup_logger, str2bool  # noqa: E402
 
 RESULT_KEY = "greedy_search"
@@ -73,7 +81,7 @@ def result_suffix(encoder_filename: Path, runtime: str = "onnxruntime") -> str:
     return prefix + encoder_filename.name.removesuffix(".onnx").removeprefix("encoder-")
 
 
-def decode_dataset(dl, model: OnnxTransducer, tokens: Dict[int, str], test_set_name: str) -> List[Result]:
+def decode_dataset(dl, model: Union[OnnxTransducer, OnnxStreamingTransducer], tokens: Dict[int, str], test_set_name: str) -> List[Result]:
     results: List[Result] = []
     audio_seconds = 0.0
     start = time.time()
@@ -94,11 +102,10 @@ def decode_dataset(dl, model: OnnxTransducer, tokens: Dict[int, str], test_set_n
     return results
 
 
-def decode_cuts_with_sherpa(cuts, params: AttributeDict, test_set_name: str, batch_size: int = 16) -> List[Result]:
-    """Decode the cuts' audio with sherpa-onnx's offline recognizer (greedy search)."""
+def _offline_recognizer(params: AttributeDict):
     import sherpa_onnx
 
-    recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+    return sherpa_onnx.OfflineRecognizer.from_transducer(
         encoder=str(params.encoder_model_filename),
         decoder=str(params.decoder_model_filename),
         joiner=str(params.joiner_model_filename),
@@ -106,24 +113,42 @@ def decode_cuts_with_sherpa(cuts, params: AttributeDict, test_set_name: str, bat
         num_threads=params.num_threads,
         decoding_method="greedy_search",
     )
+
+
+def _decode_offline(recognizer, waves: List[Tuple[int, np.ndarray]]) -> List[str]:
+    streams = []
+    for sample_rate, samples in waves:
+        stream = recognizer.create_stream()
+        stream.accept_waveform(sample_rate, samples)
+        streams.append(stream)
+    recognizer.decode_streams(streams)
+    return [stream.result.text for stream in streams]
+
+
+def decode_cuts_with_sherpa(
+    cuts, params: AttributeDict, test_set_name: str, streaming: bool, batch_size: int = 16
+) -> List[Result]:
+    """Decode the cuts' audio with sherpa-onnx (greedy search): its online recognizer for a
+    streaming export (zipformer.sherpa_online), its offline one otherwise; `batch_size` streams
+    at a time."""
+    if streaming:
+        recognizer = online_recognizer(
+            params.encoder_model_filename, params.decoder_model_filename, params.joiner_model_filename,
+            params.tokens, params.num_threads,
+        )
+    else:
+        recognizer = _offline_recognizer(params)
     results: List[Result] = []
     audio_seconds = 0.0
     start = time.time()
-    batch = []
-    for cut in list(cuts) + [None]:
-        if cut is not None:
-            batch.append(cut)
-        if batch and (cut is None or len(batch) == batch_size):
-            streams = []
-            for c in batch:
-                stream = recognizer.create_stream()
-                stream.accept_waveform(c.sampling_rate, c.load_audio()[0])
-                streams.append(stream)
-                audio_seconds += c.duration
-            recognizer.decode_streams(streams)
-            for c, stream in zip(batch, streams):
-                results.append((c.id, c.supervisions[0].text.split(), stream.result.text.split()))
-            batch = []
+    cuts = list(cuts)
+    for first in range(0, len(cuts), batch_size):
+        batch = cuts[first : first + batch_size]
+        waves = [(c.sampling_rate, c.load_audio()[0]) for c in batch]
+        texts = decode_online(recognizer, waves) if streaming else _decode_offline(recognizer, waves)
+        for c, text in zip(batch, texts):
+            results.append((c.id, c.supervisions[0].text.split(), text.split()))
+        audio_seconds += sum(c.duration for c in batch)
     elapsed = time.time() - start
     logging.info(
         f"[{test_set_name}] sherpa-onnx decoded {len(results)} utterances ({audio_seconds / 3600:.2f} h) in "
@@ -135,23 +160,26 @@ def decode_cuts_with_sherpa(cuts, params: AttributeDict, test_set_name: str, bat
 def run(args: argparse.Namespace) -> Dict[str, float]:
     """Decode every test set and write its result files; return {test_set_name: WER %}."""
     params = AttributeDict(vars(args))
-    exp_dir = params.exp_dir if params.exp_dir is not None else params.encoder_model_filename.parent
-    params.res_dir = Path(exp_dir) / RESULT_KEY
-    params.res_dir.mkdir(parents=True, exist_ok=True)
-    suffix = result_suffix(params.encoder_model_filename, params.runtime)
-    setup_logger(params.res_dir / f"log-decode-{suffix}")
-    logging.info(f"Decoding with onnxruntime: {params}")
-
     tokens = read_tokens(params.tokens)
     model = OnnxTransducer(
         params.encoder_model_filename, params.decoder_model_filename, params.joiner_model_filename, params.num_threads
     )
     model.check_tokens(tokens, params.tokens)
+    streaming = is_streaming(model)
+    if streaming:
+        model = OnnxStreamingTransducer(model, params.encoder_model_filename)
+    exp_dir = params.exp_dir if params.exp_dir is not None else params.encoder_model_filename.parent
+    params.res_dir = Path(exp_dir) / ("streaming" if streaming else "") / RESULT_KEY
+    params.res_dir.mkdir(parents=True, exist_ok=True)
+    suffix = result_suffix(params.encoder_model_filename, params.runtime)
+    setup_logger(params.res_dir / f"log-decode-{suffix}")
+    logging.info(f"Decoding with {params.runtime} ({'streaming' if streaming else 'full context'}): {params}")
+
     data = AsrDataModule(params)
     wers = {}
     for name, cuts in data.load_test_cuts().items():
         if params.runtime == "sherpa-onnx":
-            results = decode_cuts_with_sherpa(cuts, params, name)
+            results = decode_cuts_with_sherpa(cuts, params, name, streaming)
         else:
             results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name)
         if params.gigaspeech_scoring:

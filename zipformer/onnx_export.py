@@ -31,7 +31,7 @@ from zipformer.atomic import write_atomically
 from zipformer.checkpoint import add_checkpoint_arguments, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
 from zipformer.model_config import flags_given
-from zipformer.model_loader import load_model
+from zipformer.model_loader import build_model, resolve_weights
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
 from zipformer.recipe import DecodingRecipe
 from zipformer.utils import AttributeDict, exit_on_user_error, setup_logger
@@ -251,6 +251,23 @@ def _joiner_inputs(encoder_out: np.ndarray, decoder_out: np.ndarray) -> Tuple[np
 
 
 @torch.no_grad()
+def decoder_joiner_differences(
+    model: nn.Module, onnx_model: OnnxTransducer, contexts: np.ndarray, encoder_out: np.ndarray
+) -> Dict[str, float]:
+    """Max |onnxruntime - PyTorch| of the decoder on `contexts` (M, context_size) and of the joiner
+    on every frame of `encoder_out` (..., J), each frame paired with the first decoder output."""
+    decoder_out = OnnxDecoder(model.decoder, model.joiner.decoder_proj).eval()(torch.from_numpy(contexts))
+    onnx_decoder_out = onnx_model.run_decoder(contexts)
+    joiner_inputs = _joiner_inputs(encoder_out, decoder_out.numpy())
+    logits = OnnxJoiner(model.joiner).eval()(*(torch.from_numpy(a) for a in joiner_inputs))
+    onnx_logits = onnx_model.run_joiner(*joiner_inputs)
+    return {
+        "decoder": float(np.abs(onnx_decoder_out - decoder_out.numpy()).max()),
+        "joiner": float(np.abs(onnx_logits - logits.numpy()).max()),
+    }
+
+
+@torch.no_grad()
 def max_abs_differences(model: nn.Module, files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
     """Max |onnxruntime - PyTorch| of each file's outputs on check_inputs()."""
     onnx_model = OnnxTransducer(files["encoder"], files["decoder"], files["joiner"])
@@ -265,16 +282,16 @@ def max_abs_differences(model: nn.Module, files: Dict[str, Path], feature_dim: i
             f"the exported encoder gives shape {onnx_encoder_out.shape} and lengths {onnx_encoder_out_lens.tolist()}, "
             f"PyTorch {tuple(encoder_out.shape)} and {encoder_out_lens.tolist()}: a length was frozen in the graph"
         )
-    decoder_out = OnnxDecoder(model.decoder, model.joiner.decoder_proj).eval()(torch.from_numpy(inputs["y"]))
-    onnx_decoder_out = onnx_model.run_decoder(inputs["y"])
-    joiner_inputs = _joiner_inputs(encoder_out.numpy(), decoder_out.numpy())
-    logits = OnnxJoiner(model.joiner).eval()(*(torch.from_numpy(a) for a in joiner_inputs))
-    onnx_logits = onnx_model.run_joiner(*joiner_inputs)
-    return {
-        "encoder": float(np.abs(onnx_encoder_out - encoder_out.numpy()).max()),
-        "decoder": float(np.abs(onnx_decoder_out - decoder_out.numpy()).max()),
-        "joiner": float(np.abs(onnx_logits - logits.numpy()).max()),
-    }
+    differences = {"encoder": float(np.abs(onnx_encoder_out - encoder_out.numpy()).max())}
+    differences.update(decoder_joiner_differences(model, onnx_model, inputs["y"], encoder_out.numpy()))
+    return differences
+
+
+def fail_on_differences(differences: Dict[str, float], tolerance: float = CHECK_TOLERANCE) -> None:
+    """RuntimeError naming the files whose max abs difference from PyTorch exceeds `tolerance`."""
+    bad = {k: v for k, v in differences.items() if not v <= tolerance}
+    if bad:
+        raise RuntimeError(f"the exported {', '.join(bad)} differ from PyTorch by {bad}: the export is wrong")
 
 
 def check_export(model: nn.Module, files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
@@ -284,9 +301,7 @@ def check_export(model: nn.Module, files: Dict[str, Path], feature_dim: int) -> 
         "onnxruntime vs PyTorch, max abs difference at lengths "
         f"{list(CHECK_LENGTHS)} (padded batch): " + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
     )
-    bad = {k: v for k, v in differences.items() if not v <= CHECK_TOLERANCE}
-    if bad:
-        raise RuntimeError(f"the exported {', '.join(bad)} differ from PyTorch by {bad}: the export is wrong")
+    fail_on_differences(differences)
     return differences
 
 
@@ -334,6 +349,76 @@ def file_size_mb(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.2f} MB"
 
 
+def load_export_model(
+    params: AttributeDict,
+    recipe: DecodingRecipe,
+    given: frozenset,
+    check: Optional[Callable[[AttributeDict, StateDict], None]] = None,
+) -> Tuple[nn.Module, StateDict]:
+    """The model to export (eval mode) and its state_dict; params gets vocab_size and blank_id
+    from --tokens. `check(params, state_dict)` runs once the checkpoint's configuration is in
+    params, before the model is built (it raises UserError for a model this export cannot take)."""
+    tokens = read_tokens(params.tokens)
+    params.vocab_size = len(tokens)
+    params.blank_id = BLANK_ID
+    weights = resolve_weights(params, recipe, given)
+    if check is not None:
+        check(params, weights.state_dict)
+    model = build_model(params, recipe, weights, tokens_vocabulary(tokens), f"--tokens {params.tokens}")
+    return model, weights.state_dict
+
+
+def onnx_file_names(exp_dir: Path, suffix: str) -> Tuple[Dict[str, Path], Dict[str, Path]]:
+    """{name}-{suffix}.onnx and {name}-{suffix}.int8.onnx for the encoder, decoder and joiner."""
+    files = {name: exp_dir / f"{name}-{suffix}.onnx" for name in ("encoder", "decoder", "joiner")}
+    return files, {name: exp_dir / f"{name}-{suffix}.int8.onnx" for name in files}
+
+
+def encoder_metadata_of(
+    base: Dict[str, str], params: AttributeDict, state_dict: StateDict, hook: Optional[MetadataHook]
+) -> Dict[str, str]:
+    """`base` plus what the recipe's hook adds (e.g. the tuner's settings)."""
+    metadata = dict(base)
+    if hook is not None:
+        metadata.update(hook(params, state_dict))
+    return metadata
+
+
+def export_decoder_and_joiner(model: nn.Module, files: Dict[str, Path], params: AttributeDict) -> None:
+    """The decoder and joiner files, with the metadata sherpa-onnx reads (the same for streaming)."""
+    logging.info(f"Exporting the decoder to {files['decoder']}")
+    export_decoder(
+        model, files["decoder"], {"context_size": str(params.context_size), "vocab_size": str(params.vocab_size)}
+    )
+    logging.info(f"Exporting the joiner to {files['joiner']}")
+    joiner_dim = model.joiner.output_linear.weight.shape[1]
+    export_joiner(model, files["joiner"], {"joiner_dim": str(joiner_dim)})
+
+
+def check_or_remove(files: Dict[str, Path], check: Callable[[], object]) -> None:
+    """Run `check`; when it raises RuntimeError, delete the files first: never leave a wrong model
+    where a deployment could pick it up."""
+    try:
+        check()
+    except RuntimeError:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        raise
+
+
+def quantize_files(files: Dict[str, Path], int8_files: Dict[str, Path]) -> Dict[str, Path]:
+    """int8 copies (MatMul weights; the decoder's embedding too); returns fp32 and int8 paths by
+    name (encoder, ..., encoder.int8, ...) and logs the sizes."""
+    for name, op_types in (("encoder", ["MatMul"]), ("decoder", ["MatMul", "Gather"]), ("joiner", ["MatMul"])):
+        quantize_int8(files[name], int8_files[name], op_types)
+    for name in files:
+        int8_file = int8_files[name]
+        logging.info(f"{files[name]}: {file_size_mb(files[name])}; {int8_file.name}: {file_size_mb(int8_file)}")
+    written = dict(files)
+    written.update({f"{name}.int8": path for name, path in int8_files.items()})
+    return written
+
+
 def export(
     params: AttributeDict,
     recipe: DecodingRecipe,
@@ -345,47 +430,20 @@ def export(
 
     `given`: the flags typed on the command line (zipformer.model_config.flags_given).
     """
-    tokens = read_tokens(params.tokens)
-    params.vocab_size = len(tokens)
-    params.blank_id = BLANK_ID
-    model, weights = load_model(params, recipe, given, tokens_vocabulary(tokens), f"--tokens {params.tokens}")
-    state_dict = weights.state_dict
-
-    suffix = file_suffix(params)
-    exp_dir = Path(params.exp_dir)
-    files = {name: exp_dir / f"{name}-{suffix}.onnx" for name in ("encoder", "decoder", "joiner")}
-    int8_files = {name: exp_dir / f"{name}-{suffix}.int8.onnx" for name in files}
-
-    metadata = dict(ENCODER_METADATA)
-    if encoder_metadata is not None:
-        metadata.update(encoder_metadata(params, state_dict))
+    model, state_dict = load_export_model(params, recipe, given)
+    files, int8_files = onnx_file_names(Path(params.exp_dir), file_suffix(params))
+    metadata = encoder_metadata_of(ENCODER_METADATA, params, state_dict, encoder_metadata)
     logging.info(f"Exporting the encoder to {files['encoder']} (metadata {metadata})")
     export_encoder(model, files["encoder"], params.feature_dim, metadata)
-    logging.info(f"Exporting the decoder to {files['decoder']}")
-    export_decoder(
-        model, files["decoder"], {"context_size": str(params.context_size), "vocab_size": str(params.vocab_size)}
-    )
-    logging.info(f"Exporting the joiner to {files['joiner']}")
-    joiner_dim = model.joiner.output_linear.weight.shape[1]
-    export_joiner(model, files["joiner"], {"joiner_dim": str(joiner_dim)})
-    try:
-        check_export(model, files, params.feature_dim)
-    except RuntimeError:
-        for path in files.values():
-            path.unlink(missing_ok=True)  # never leave a wrong model where a deployment could pick it up
-        raise
-
-    for name, op_types in (("encoder", ["MatMul"]), ("decoder", ["MatMul", "Gather"]), ("joiner", ["MatMul"])):
-        quantize_int8(files[name], int8_files[name], op_types)
+    export_decoder_and_joiner(model, files, params)
+    check_or_remove(files, lambda: check_export(model, files, params.feature_dim))
+    written = quantize_files(files, int8_files)
     report = int8_differences(files, int8_files, params.feature_dim)
     logging.info("int8 vs fp32, max abs difference: " + ", ".join(f"{k} {v:.3g}" for k, v in report.items()))
-
-    for name in files:
-        int8_file = int8_files[name]
-        logging.info(f"{files[name]}: {file_size_mb(files[name])}; {int8_file.name}: {file_size_mb(int8_file)}")
-    written = dict(files)
-    written.update({f"{name}.int8": path for name, path in int8_files.items()})
     return written
+
+
+ExportFunction = Callable[[AttributeDict, DecodingRecipe, Optional[MetadataHook], SuffixHook, frozenset], Dict[str, Path]]
 
 
 def main(
@@ -395,8 +453,11 @@ def main(
     file_suffix: SuffixHook = checkpoint_suffix,
     argv: Optional[List[str]] = None,
     parser: Optional[argparse.ArgumentParser] = None,
+    export_function: ExportFunction = export,
+    log_name: str = "log-export-onnx",
 ) -> Dict[str, Path]:
-    """export-onnx.py of a recipe; `parser` defaults to get_parser(recipe, default_exp_dir)."""
+    """export-onnx.py of a recipe; `parser` defaults to get_parser(recipe, default_exp_dir).
+    The streaming export passes its own `export_function` and `log_name`."""
     parser = parser or get_parser(recipe, default_exp_dir)
     args = parser.parse_args(argv)
     params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
@@ -404,9 +465,9 @@ def main(
     params.exp_dir = Path(params.exp_dir)
     if not params.exp_dir.is_dir():
         raise SystemExit(f"error: --exp-dir {params.exp_dir} does not exist: pass the directory with the checkpoints")
-    setup_logger(params.exp_dir / "log-export" / "log-export-onnx")
+    setup_logger(params.exp_dir / "log-export" / log_name)
     logging.info(f"Export parameters: {params}")
     with exit_on_user_error():
-        written = export(params, recipe, encoder_metadata, file_suffix, flags_given(parser, argv))
+        written = export_function(params, recipe, encoder_metadata, file_suffix, flags_given(parser, argv))
     logging.info("Done!")
     return written

@@ -5,6 +5,7 @@ The files follow the contract of zipformer/onnx_export.py: the encoder already a
 encoder projection and the decoder its decoder projection, so the joiner only adds, tanh and
 projects to the vocabulary.
 """
+import argparse
 import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -14,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
-from zipformer.utils import UserError
+from zipformer.errors import UserError
 
 PathLike = Union[str, Path]
 
@@ -29,6 +30,14 @@ WORD_START = "\u2581"  # sentencepiece's "▁"
 # The encoder's convolutions need this many frames (zipformer/subsampling.py MIN_INPUT_FRAMES);
 # kept here so that this module needs no PyTorch import of its own.
 MIN_INPUT_FRAMES = 9
+
+
+def add_file_arguments(parser: argparse.ArgumentParser, pattern: str = "*") -> None:
+    """--{encoder,decoder,joiner}-model-filename and --tokens of a script that decodes exported files;
+    `pattern` shows the file names in the help (e.g. "*-chunk-*")."""
+    for name in ("encoder", "decoder", "joiner"):
+        parser.add_argument(f"--{name}-model-filename", type=str, required=True, help=f"{name}-{pattern}.onnx")
+    parser.add_argument("--tokens", type=str, required=True, help="tokens.txt of the model")
 
 
 def read_tokens(filename: PathLike) -> Dict[int, str]:
@@ -116,7 +125,11 @@ def _session(filename: PathLike, num_threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = num_threads
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.Fail) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a loadable ONNX model ({first_line}): export it again") from None
 
 
 def _int_metadata(session: ort.InferenceSession, key: str, filename: PathLike) -> int:
@@ -169,29 +182,37 @@ class OnnxTransducer:
         names = [i.name for i in self.joiner.get_inputs()]
         return self.joiner.run(None, {names[0]: encoder_out, names[1]: decoder_out})[0]
 
+    def initial_hyps(self, batch_size: int) -> Tuple[List[List[int]], np.ndarray]:
+        """Hypotheses before their first frame, the context [-1, ..., -1, blank] (sherpa-onnx's and
+        the PyTorch search's), and their decoder output (N, joiner_dim)."""
+        hyps = [[-1] * (self.context_size - 1) + [BLANK_ID] for _ in range(batch_size)]
+        return hyps, self.run_decoder(np.array(hyps, dtype=np.int64))
+
+    def greedy_step(self, frames: np.ndarray, hyps: List[List[int]], decoder_out: np.ndarray) -> None:
+        """One encoder frame per hypothesis, frames (M, joiner_dim) for hyps[:M]: append each
+        non-blank argmax and re-run the decoder for those hypotheses only (in place)."""
+        tokens = self.run_joiner(frames, decoder_out[: frames.shape[0]]).argmax(axis=-1)
+        emitted = np.flatnonzero(tokens != BLANK_ID)
+        if emitted.size:
+            for i in emitted:
+                hyps[i].append(int(tokens[i]))
+            contexts = np.array([hyps[i][-self.context_size :] for i in emitted], dtype=np.int64)
+            decoder_out[emitted] = self.run_decoder(contexts)
+
     def greedy_search(self, encoder_out: np.ndarray, encoder_out_lens: np.ndarray) -> List[List[int]]:
         """One symbol per frame over a padded batch, like the PyTorch greedy_search_batch.
 
-        Each utterance starts from the context [-1, ..., -1, blank] (sherpa-onnx's and the PyTorch
-        search's), and the decoder is re-run only for the utterances that emitted a symbol.
-        Returns N lists of token ids, in the batch's order.
+        Each utterance starts from initial_hyps(); the decoder is re-run only for the utterances
+        that emitted a symbol. Returns N lists of token ids, in the batch's order.
         """
         lengths = np.asarray(encoder_out_lens, dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")  # longest first: active rows are a prefix
         sorted_lengths = lengths[order]
         encoder_out = encoder_out[order]
-        hyps = [[-1] * (self.context_size - 1) + [BLANK_ID] for _ in order]
-        decoder_out = self.run_decoder(np.array(hyps, dtype=np.int64))
+        hyps, decoder_out = self.initial_hyps(len(order))
         for t in range(int(sorted_lengths.max(initial=0))):
             num_active = int((sorted_lengths > t).sum())
-            logits = self.run_joiner(encoder_out[:num_active, t], decoder_out[:num_active])
-            tokens = logits.argmax(axis=-1)
-            emitted = np.flatnonzero(tokens != BLANK_ID)
-            if emitted.size:
-                for i in emitted:
-                    hyps[i].append(int(tokens[i]))
-                contexts = np.array([hyps[i][-self.context_size :] for i in emitted], dtype=np.int64)
-                decoder_out[emitted] = self.run_decoder(contexts)
+            self.greedy_step(encoder_out[:num_active, t], hyps, decoder_out)
         results: List[List[int]] = [[] for _ in order]
         for position, index in enumerate(order):
             results[index] = hyps[position][self.context_size :]

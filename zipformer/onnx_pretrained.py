@@ -22,6 +22,7 @@ import argparse  # noqa: E402
 from typing import Dict, List, Sequence  # noqa: E402
 
 from zipformer.onnx_inference import (  # noqa: E402
+    add_file_arguments,
     OnnxTransducer,
     compute_fbank,
     pad_features,
@@ -29,15 +30,13 @@ from zipformer.onnx_inference import (  # noqa: E402
     read_wave,
     tokens_to_text,
 )
-from zipformer.utils import exit_on_user_error  # noqa: E402
+from zipformer.onnx_streaming import is_streaming  # noqa: E402
+from zipformer.utils import UserError, exit_on_user_error  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoder-model-filename", type=str, required=True, help="encoder-*.onnx")
-    parser.add_argument("--decoder-model-filename", type=str, required=True, help="decoder-*.onnx")
-    parser.add_argument("--joiner-model-filename", type=str, required=True, help="joiner-*.onnx")
-    parser.add_argument("--tokens", type=str, required=True, help="tokens.txt of the model")
+    add_file_arguments(parser)
     parser.add_argument("--num-threads", type=int, default=4, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
     parser.add_argument("sound_files", type=str, nargs="+", help="16 kHz sound files (wav, flac, ...)")
@@ -62,6 +61,11 @@ def main() -> None:
             args.encoder_model_filename, args.decoder_model_filename, args.joiner_model_filename, args.num_threads
         )
         model.check_tokens(tokens, args.tokens)
+        if is_streaming(model):
+            raise UserError(
+                f"{args.encoder_model_filename} is a streaming encoder: transcribe with "
+                "./zipformer/onnx_pretrained-streaming.py"
+            )
         texts = transcribe(model, tokens, args.sound_files, args.batch_size)
     for filename, text in zip(args.sound_files, texts):
         print(f"{filename}: {text}")

@@ -33,16 +33,32 @@ LOG_EPS = math.log(1e-10)
 TAIL_PAD_FRAMES = 30
 
 
-def decoding_chunk_config(params: AttributeDict) -> Tuple[int, int]:
-    """The single (chunk size, left context) a causal model decodes with; UserError otherwise."""
+def decoding_chunk_config(params: AttributeDict, use: str = "decoding a causal model") -> Tuple[int, int]:
+    """The single (chunk size, left context) a causal model decodes with; UserError otherwise,
+    which starts with `use` (what needs them)."""
     chunk_sizes = parse_int_tuple(params.chunk_size)
     left_contexts = parse_int_tuple(params.left_context_frames)
     if len(chunk_sizes) != 1 or len(left_contexts) != 1:
         raise UserError(
-            "decoding a causal model takes one --chunk-size and one --left-context-frames, e.g. "
+            f"{use} takes one --chunk-size and one --left-context-frames, e.g. "
             "--chunk-size 16 --left-context-frames 128"
         )
     return chunk_sizes[0], left_contexts[0]
+
+
+def streaming_chunk_config(params: AttributeDict, use: str = "decoding a causal model") -> Tuple[int, int]:
+    """decoding_chunk_config for real streaming, which needs a finite chunk and left context and
+    whole chunks of left context; UserError naming the flag otherwise."""
+    chunk_size, left_context = decoding_chunk_config(params, use)
+    if chunk_size < 1 or left_context < 1:
+        raise UserError("streaming needs a finite chunk and left context: --chunk-size and --left-context-frames > 0")
+    if left_context % chunk_size != 0:
+        # The full forward rounds the left context down to whole chunks, the cache does not.
+        raise UserError(
+            f"--left-context-frames {left_context} is not a multiple of --chunk-size {chunk_size}: "
+            f"use e.g. {max(left_context // chunk_size, 1) * chunk_size}"
+        )
+    return chunk_size, left_context
 
 
 def chunk_suffix(params: AttributeDict) -> str:

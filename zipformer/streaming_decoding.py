@@ -31,11 +31,11 @@ from zipformer.recipe import DecodingRecipe
 from zipformer.streaming import (
     EMBED_LOOK_AHEAD,
     append_tail_padding,
-    decoding_chunk_config,
     get_init_states,
     num_chunks,
     pad_for_chunks,
     stack_states,
+    streaming_chunk_config,
     streaming_forward,
     unstack_states,
 )
@@ -70,16 +70,7 @@ def check_streaming_flags(params: AttributeDict) -> Tuple[int, int]:
         raise UserError("streaming greedy_search emits at most one symbol per frame: use --max-sym-per-frame 1")
     if params.num_decode_streams < 1:
         raise UserError("--num-decode-streams must be >= 1")
-    chunk_size, left_context = decoding_chunk_config(params)
-    if chunk_size < 1 or left_context < 1:
-        raise UserError("streaming needs a finite chunk and left context: --chunk-size and --left-context-frames > 0")
-    if left_context % chunk_size != 0:
-        # The full forward rounds the left context down to whole chunks, the cache does not.
-        raise UserError(
-            f"--left-context-frames {left_context} is not a multiple of --chunk-size {chunk_size}: "
-            f"use e.g. {max(left_context // chunk_size, 1) * chunk_size}"
-        )
-    return chunk_size, left_context
+    return streaming_chunk_config(params)
 
 
 @dataclass

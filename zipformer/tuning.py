@@ -4,6 +4,7 @@ A tuner's recipe directory is its Tuner plus thin scripts:
   train.py:       training.main(TunerTrainingRecipe(tuner))
   decode.py:      decode_main(tuner)        (with --forgetting-report: the tuner off and on)
   export-onnx.py: export_main(tuner)        (with --merge-{name} when the tuner can merge)
+  export-onnx-streaming.py: streaming_export_main(tuner)  (a causal model; the same flags)
   pretrained.py:  pretrained.main(TunerDecodingRecipe(tuner))
   merge.py:       merge_main(tuner)         (mergeable tuners: a plain base checkpoint)
 The fine-tune flags are icefall's (--do-finetune, --finetune-ckpt, --init-modules, the tuner's
@@ -13,12 +14,13 @@ import argparse
 import logging
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from zipformer import decoding, onnx_export, pretrained, training
+from zipformer import decoding, onnx_export, onnx_export_streaming, pretrained, training
 from zipformer.atomic import atomic_write_text, write_atomically
 from zipformer.checkpoint import (
     LoadedWeights,
@@ -303,8 +305,11 @@ def _merge_flag(tuner: Tuner) -> str:
     return f"merge_{tuner.name}"
 
 
-def get_export_parser(tuner: Tuner, default_exp_dir: str) -> argparse.ArgumentParser:
-    parser = onnx_export.get_parser(TunerDecodingRecipe(tuner), default_exp_dir)
+def get_export_parser(
+    tuner: Tuner, default_exp_dir: str, exporter: ModuleType = onnx_export
+) -> argparse.ArgumentParser:
+    """The flags of `exporter` (onnx_export or onnx_export_streaming) for the tuned model."""
+    parser = exporter.get_parser(TunerDecodingRecipe(tuner), default_exp_dir)
     if tuner.mergeable:
         parser.add_argument(
             _flag(_merge_flag(tuner)),
@@ -316,9 +321,12 @@ def get_export_parser(tuner: Tuner, default_exp_dir: str) -> argparse.ArgumentPa
     return parser
 
 
-def export_main(tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]] = None) -> Dict[str, Path]:
-    """export-onnx.py of a tuner recipe; the encoder's metadata records the tuner (or the merge)."""
-    parser = get_export_parser(tuner, default_exp_dir)
+def export_main(
+    tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]] = None, exporter: ModuleType = onnx_export
+) -> Dict[str, Path]:
+    """export-onnx.py of a tuner recipe (with onnx_export_streaming: export-onnx-streaming.py); the
+    encoder's metadata records the tuner (or the merge)."""
+    parser = get_export_parser(tuner, default_exp_dir, exporter)
     known, _ = parser.parse_known_args(argv)
     merge = bool(getattr(known, _merge_flag(tuner), False))
     recipe = _MergingRecipe(tuner) if merge else TunerDecodingRecipe(tuner)
@@ -333,8 +341,16 @@ def export_main(tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]] = 
         suffix = Path(params.tuner_ckpt).stem if params.tuner_ckpt else checkpoint_suffix(params)
         return suffix + (f"-{tuner.name}-merged" if merge else "")
 
-    return onnx_export.main(recipe, default_exp_dir, metadata, file_suffix, argv, parser=parser)
+    return exporter.main(recipe, default_exp_dir, metadata, file_suffix, argv, parser=parser)
 
+
+def get_streaming_export_parser(tuner: Tuner, default_exp_dir: str) -> argparse.ArgumentParser:
+    return get_export_parser(tuner, default_exp_dir, onnx_export_streaming)
+
+
+def streaming_export_main(tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]] = None) -> Dict[str, Path]:
+    """export-onnx-streaming.py of a tuner recipe: the tuned causal model as streaming ONNX."""
+    return export_main(tuner, default_exp_dir, argv, onnx_export_streaming)
 
 
 # ---- merge.py ------------------------------------------------------------------------------------
@@ -404,6 +420,13 @@ def export_script(tuner: Tuner, default_exp_dir: str) -> tuple:
     """(get_parser, main) of export-onnx.py; main(argv) returns the written files by name."""
     return (lambda: get_export_parser(tuner, default_exp_dir)), (
         lambda argv=None: export_main(tuner, default_exp_dir, argv)
+    )
+
+
+def streaming_export_script(tuner: Tuner, default_exp_dir: str) -> tuple:
+    """(get_parser, main) of export-onnx-streaming.py; main(argv) returns the written files by name."""
+    return (lambda: get_streaming_export_parser(tuner, default_exp_dir)), (
+        lambda argv=None: streaming_export_main(tuner, default_exp_dir, argv)
     )
 
 

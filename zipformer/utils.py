@@ -3,11 +3,13 @@ import argparse
 import logging
 import os
 from datetime import datetime
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any
 
 import torch
+
+# Re-exported: the error path of every script (zipformer.errors needs no PyTorch).
+from zipformer.errors import UserError, exit_on_user_error, fail  # noqa: F401
 
 
 class AttributeDict(dict):
@@ -98,30 +100,6 @@ def setup_logger(
         setattr(handler, _OWN_HANDLER, True)
         root.addHandler(handler)
     return path
-
-
-class UserError(Exception):
-    """Bad input from the user (a missing file, a flag combination that cannot work, ...).
-
-    Scripts turn it into a one-line `error: ...` message and exit code 1, never a traceback.
-    Its message names the problem and the fix.
-    """
-
-
-def fail(message: str) -> NoReturn:
-    """Stop a script with a one-line error that names the problem and the fix."""
-    if logging.getLogger().handlers:
-        logging.error(message)
-    raise SystemExit(f"error: {message}")
-
-
-@contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """The one CLI error path: a UserError raised inside becomes `fail(message)`, not a traceback."""
-    try:
-        yield
-    except UserError as e:
-        fail(str(e))
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
