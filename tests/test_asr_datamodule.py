@@ -464,3 +464,19 @@ def test_valid_dataloader_is_unshuffled_and_unaugmented(corpus):
         runs.append(epoch_ids(dataloader))
     assert runs[0] == runs[1]
     assert sorted(i for batch in runs[0] for i in batch) == [f"utt{i:02d}" for i in range(40)]
+
+
+def test_sampler_state_with_workers_counts_the_batches_handed_out_not_the_prefetched(corpus):
+    data = AsrDataModule(make_args(*BASE_FLAGS[2:], "--num-workers", "2"))
+    full_run = data.train_dataloaders(load_cuts(corpus))
+    full_run.sampler.set_epoch(1)
+    iterator = iter(full_run)
+    for _ in range(2):
+        next(iterator)
+    state = full_run.sampler.state_dict()
+    rest = [batch_ids(batch) for batch in iterator]
+    assert len(rest) > 4, "the test needs more batches than the workers prefetch"
+
+    resumed = data.train_dataloaders(load_cuts(corpus), sampler_state_dict=state)
+    resumed.sampler.set_epoch(1)
+    assert epoch_ids(resumed) == rest

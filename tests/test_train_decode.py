@@ -98,8 +98,35 @@ def test_mid_epoch_resume_reports_progress_of_the_whole_epoch(tiny_corpus, tmp_p
         index = next(i for i, line in enumerate(lines) if f"Epoch 1, batch {batch}, loss[" in line)
         return lines[index + 1].split("Progress: ")[1].split(" of epoch")[0]
 
-    assert progress(resumed, 0) == progress(straight, 1)
-    assert progress(resumed, 0) != progress(straight, 0)
+    assert progress(resumed, 1) == progress(straight, 1)
+    assert "Epoch 1, batch 0, loss[" not in train_log(resumed)
+
+
+def logged_batches(exp_dir: Path) -> dict:
+    """{batch number: the 'over N frames' of its tot_loss} from the training log."""
+    found = {}
+    for line in train_log(exp_dir).splitlines():
+        if "Epoch 1, batch " in line and "tot_loss[" in line:
+            number = int(line.split("Epoch 1, batch ")[1].split(",")[0])
+            found[number] = line.split("tot_loss[")[1].split("over ")[1].split(" frames")[0]
+    return found
+
+
+@pytest.mark.slow
+def test_mid_epoch_resume_with_workers_trains_exactly_the_remaining_batches(tiny_corpus, tmp_path: Path):
+    """Workers prefetch batches; the saved sampler state must count only those trained, and the log continues."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_corpus, straight, "--num-epochs", "1", "--save-every-n", "1", "--num-workers", "2")
+    resumed.mkdir()
+    (resumed / "checkpoint-1.pt").write_bytes((straight / "checkpoint-1.pt").read_bytes())
+    train(tiny_corpus, resumed, "--num-epochs", "1", "--start-batch", "1", "--num-workers", "2")
+
+    batches = logged_batches(straight)
+    assert len(batches) >= 3
+    # The same batch numbers and the same running-loss frame totals: tot_loss went on from the checkpoint.
+    assert logged_batches(resumed) == {n: frames for n, frames in batches.items() if n >= 1}
+    done = [torch.load(d / "epoch-1.pt", map_location="cpu", weights_only=False)["batch_idx_train"] for d in (straight, resumed)]
+    assert done[0] == done[1] == len(batches)
 
 def test_decode_writes_result_files(tiny_corpus, tiny_base_exp: Path):
     decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "1")

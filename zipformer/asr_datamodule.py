@@ -36,6 +36,7 @@ from lhotse.dataset.sampling.base import CutSampler
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
+from zipformer.resumable_loader import ConsumedStateSampler, ResumableDataLoader
 from zipformer.utils import UserError, str2bool
 
 INPUT_STRATEGIES = {"PrecomputedFeatures": PrecomputedFeatures, "AudioSamples": AudioSamples}
@@ -506,7 +507,8 @@ class AsrDataModule:
         """Training batches with augmentation; `world_size`/`rank` shard the batches for DDP.
 
         Pass them explicitly (they are inferred from torchrun's environment or torch.distributed
-        otherwise). `sampler_state_dict` (from `train_dl.sampler.state_dict()`) resumes mid-epoch.
+        otherwise). `sampler_state_dict` (from `train_dl.sampler.state_dict()`) resumes mid-epoch;
+        that state counts the batches handed out to the caller, not those the workers prefetched.
         """
         args = self.args
         cut_transforms = self._concatenation()
@@ -531,9 +533,9 @@ class AsrDataModule:
         )
         if sampler_state_dict is not None:
             self._restore_sampler(sampler, sampler_state_dict)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
-            sampler=sampler,
+            sampler=ConsumedStateSampler(sampler),
             batch_size=None,
             num_workers=args.num_workers,
             persistent_workers=False,

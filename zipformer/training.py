@@ -179,6 +179,10 @@ def get_params() -> AttributeDict:
             # Audio this process has trained on in the current epoch; saved, so a mid-epoch resume reports
             # its progress and ETA against what is left.
             "epoch_audio_done": 0.0,
+            # Batches of the current epoch trained so far and the running loss over them: a mid-epoch resume
+            # continues the log's batch numbers and its tot_loss.
+            "epoch_batches_done": 0,
+            "epoch_tot_loss": {},
             "reset_interval": 200,
             "feature_dim": 80,
             "subsampling_factor": 4,
@@ -409,6 +413,8 @@ class Trainer:
         if params.start_batch > 0 and "cur_epoch" in saved:
             params.start_epoch = saved["cur_epoch"]
             params.epoch_audio_done = saved.get("epoch_audio_done", 0.0)
+            params.epoch_batches_done = saved.get("epoch_batches_done", 0)
+            params.epoch_tot_loss = saved.get("epoch_tot_loss", {})
         return saved
 
     def setup_data(self) -> None:
@@ -448,17 +454,19 @@ class Trainer:
         params, model = self.params, self.model
         self.recipe.set_train_mode(self.model_unwrapped, params)
         tot_loss = MetricsTracker()
+        tot_loss.update(params.epoch_tot_loss)  # not empty only when resuming in the middle of this epoch
         epoch_start = time.time()
         audio_seconds = 0.0
-        audio_before = params.epoch_audio_done  # > 0 only when resuming in the middle of this epoch
+        audio_before = params.epoch_audio_done
         epoch_audio = self.train_hours * 3600 / self.world_size
-        for batch_idx, batch in enumerate(self.train_dl):
+        for batch_idx, batch in enumerate(self.train_dl, start=params.epoch_batches_done):
             if batch_idx % 10 == 0:
                 set_batch_count(self.model_unwrapped, get_adjusted_batch_count(params))
             params.batch_idx_train += 1
             batch_size = len(batch["supervisions"]["text"])
             audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
             params.epoch_audio_done = audio_before + audio_seconds
+            params.epoch_batches_done = batch_idx + 1
 
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, loss_info = compute_loss(params, model, self.sp, batch, is_training=True)
@@ -466,6 +474,7 @@ class Trainer:
                 self.optimizer.zero_grad()
                 continue
             tot_loss = tot_loss * (1 - 1 / params.reset_interval) + loss_info
+            params.epoch_tot_loss = dict(tot_loss)
             self.scaler.scale(loss).backward()
             self.scheduler.step_batch(params.batch_idx_train)
             self.scaler.step(self.optimizer)
@@ -487,6 +496,8 @@ class Trainer:
                 self.validate()
 
         params.epoch_audio_done = 0.0
+        params.epoch_batches_done = 0
+        params.epoch_tot_loss = {}
         if audio_seconds == 0 and audio_before == 0:
             raise UserError(
                 f"epoch {params.cur_epoch} produced no batches: the training set ({epoch_audio:.0f} s per process) is "
