@@ -289,3 +289,56 @@ def test_full_finetuning_from_a_pretrained_file(tiny_corpus, tiny_base_exp: Path
     tuned = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=False)["model"]
     assert tuned.keys() == base.keys()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)
+
+
+@pytest.mark.slow
+def test_start_epoch_past_num_epochs_says_so_and_fails(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    (tmp_path / "epoch-2.pt").write_bytes((tiny_base_exp / "epoch-2.pt").read_bytes())
+    proc = train(tiny_corpus, tmp_path, "--num-epochs", "2", "--start-epoch", "3", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "error: nothing to train: the run starts at epoch 3, past --num-epochs 2; raise --num-epochs to train more epochs"
+
+
+@pytest.mark.slow
+def test_first_ctrl_c_saves_a_checkpoint_and_stops(tiny_corpus, tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_DIR
+
+    cmd = [sys.executable, str(REPO_DIR / "zipformer/train.py"), "--num-epochs", "100", "--exp-dir", str(tmp_path),
+           "--tensorboard", "0", "--log-interval", "1", *TINY_MODEL_FLAGS, *map(str, data_flags(tiny_corpus))]
+    proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "epoch-1.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    saved = list(tmp_path.glob("checkpoint-*.pt"))
+    assert len(saved) == 1
+    number = saved[0].stem.split("-")[1]
+    assert f"resume with --start-batch {number}" in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / ".train.lock").exists()
+
+
+@pytest.mark.slow
+def test_training_with_a_missing_feature_file_stops_before_the_first_batch(tiny_corpus, tmp_path: Path):
+    import dataclasses
+
+    from lhotse import CutSet, load_manifest
+
+    cuts = list(load_manifest(tiny_corpus["source_train"]))
+    cuts[0] = dataclasses.replace(cuts[0], features=dataclasses.replace(cuts[0].features, storage_path=str(tmp_path / "gone.lca")))
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    proc = train(tiny_corpus, tmp_path / "exp", "--num-epochs", "1", "--train-cuts", tmp_path / "cuts.jsonl.gz", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of the ") and f"{tmp_path / 'gone.lca'} (cut {cuts[0].id})" in last
+    assert "batch 0" not in proc.stderr

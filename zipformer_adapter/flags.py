@@ -1,8 +1,10 @@
 """Flags of the adapter recipe (the reference's fine-tune flags), shared by its scripts."""
 import argparse
 
-from zipformer.utils import str2bool
+from zipformer.utils import int_at_least, str2bool
 from zipformer_adapter.adapter import ADAPTER_INITS
+
+ADAPTER_DIM_DEFAULT = 16
 
 
 def add_adapter_arguments(parser: argparse.ArgumentParser, for_training: bool) -> None:
@@ -14,7 +16,12 @@ def add_adapter_arguments(parser: argparse.ArgumentParser, for_training: bool) -
         help="Put four residual bottleneck adapters into every encoder layer. With 0, training is "
         "full fine-tuning and decoding runs the original model (adapter weights are ignored).",
     )
-    group.add_argument("--adapter-dim", type=int, default=16, help="Bottleneck dimension of the adapters.")
+    group.add_argument(
+        "--adapter-dim",
+        type=int_at_least(1),
+        default=ADAPTER_DIM_DEFAULT,
+        help="Bottleneck dimension of the adapters (ignored, with a warning, under --use-adapters 0).",
+    )
     if for_training:
         group.add_argument(
             "--do-finetune",

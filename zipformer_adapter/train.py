@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+from typing import Tuple  # noqa: E402
 
 from torch import nn  # noqa: E402
 
@@ -33,6 +34,9 @@ from zipformer_adapter.adapter import (  # noqa: E402
 from zipformer_adapter.flags import add_adapter_arguments  # noqa: E402
 from zipformer_adapter.loading import load_base_then_adapters  # noqa: E402
 from zipformer_adapter.model import get_model  # noqa: E402
+
+# adapter-epoch-N.pt / adapter-checkpoint-N.pt beside each epoch-N.pt / checkpoint-N.pt.
+ADAPTER_FILE_PREFIX = "adapter-"
 
 
 class AdapterTrainingRecipe(TrainingRecipe):
@@ -69,7 +73,7 @@ class AdapterTrainingRecipe(TrainingRecipe):
         if not params.use_adapters:
             return
         save_adapter_checkpoint(
-            filename.with_name(f"adapter-{filename.name}"),
+            filename.with_name(f"{ADAPTER_FILE_PREFIX}{filename.name}"),
             model,
             model_avg,
             bottleneck_dim=params.adapter_dim,
@@ -77,6 +81,10 @@ class AdapterTrainingRecipe(TrainingRecipe):
             batch_idx_train=params.batch_idx_train,
             average_period=params.average_period,
         )
+
+
+    def companion_prefixes(self, params: AttributeDict) -> Tuple[str, ...]:
+        return (ADAPTER_FILE_PREFIX,)
 
 
 def get_parser() -> argparse.ArgumentParser:
