@@ -342,3 +342,29 @@ def test_training_with_a_missing_feature_file_stops_before_the_first_batch(tiny_
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: 1 of the ") and f"{tmp_path / 'gone.lca'} (cut {cuts[0].id})" in last
     assert "batch 0" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_pretrained_py_resamples_8k_and_downmixes_44k_stereo(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    import numpy as np
+    import soundfile as sf
+    from lhotse import load_manifest
+    from lhotse.augmentation.resample import resample
+
+    cut = next(iter(load_manifest(tiny_corpus["source_test"])))
+    audio = torch.from_numpy(cut.load_audio())
+    reference = tmp_path / "16k.wav"
+    sf.write(reference, audio[0].numpy(), 16000)
+    sf.write(tmp_path / "8k.wav", resample(audio, 16000, 8000)[0].numpy(), 8000)
+    stereo = resample(audio, 16000, 44100)[0].numpy()
+    sf.write(tmp_path / "44k-stereo.wav", np.stack([stereo, stereo], axis=1), 44100)
+    proc = run_script(
+        "zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt", "--bpe-model", tiny_corpus["bpe_model"],
+        *TINY_MODEL_FLAGS, reference, tmp_path / "8k.wav", tmp_path / "44k-stereo.wav", check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().split("\n")
+    headers = [line for line in lines if line.endswith(".wav:")]
+    assert [Path(h.rstrip(":")).name for h in headers] == ["16k.wav", "8k.wav", "44k-stereo.wav"]
+    texts = {Path(lines[i].rstrip(":")).name: lines[i + 1] for i in range(len(lines) - 1) if lines[i] in headers}
+    assert texts["44k-stereo.wav"] == texts["16k.wav"]

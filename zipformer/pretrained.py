@@ -8,7 +8,7 @@ Usage:
   # an adapter checkpoint: ./zipformer_adapter/pretrained.py ... --use-adapters 1 --adapter-dim 8
 
 The checkpoint is any file holding {"model": state_dict} (pretrained.pt, epoch-N.pt). Audio that
-is not 16 kHz is resampled; multi-channel audio is refused.
+is not 16 kHz is resampled (lhotse's PyTorch resampler); multi-channel audio is averaged to mono.
 """
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import List  # noqa: E402
 
 import torch  # noqa: E402
 from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
+from lhotse.augmentation.resample import resample  # noqa: E402
 
 from zipformer.checkpoint import read_model_state_dict  # noqa: E402
 from zipformer.decoding import DecodingRecipe, check_vocabulary, decode_batch  # noqa: E402
@@ -63,14 +64,13 @@ def read_features(filenames: List[str]) -> List[torch.Tensor]:
             recording = Recording.from_file(name)
         except Exception as e:  # lhotse raises several types for unreadable audio
             raise UserError(f"cannot read audio file {name} ({e}): pass a wav/flac file") from None
-        if recording.num_channels != 1:
-            raise UserError(f"{name} has {recording.num_channels} channels: pass mono audio")
+        # Recording.resample would need scipy or torchaudio; lhotse's own resampler needs only torch.
+        samples = torch.from_numpy(recording.load_audio()).mean(dim=0, keepdim=True)
         if recording.sampling_rate != SAMPLE_RATE:
-            recording = recording.resample(SAMPLE_RATE)
-        samples = recording.load_audio()
+            samples = resample(samples, recording.sampling_rate, SAMPLE_RATE)
         if samples.shape[-1] < 0.1 * SAMPLE_RATE:
             raise UserError(f"{name} is shorter than 0.1 s: nothing to transcribe")
-        features.append(torch.from_numpy(extractor.extract(samples, SAMPLE_RATE)))
+        features.append(torch.from_numpy(extractor.extract(samples.numpy(), SAMPLE_RATE)))
     return features
 
 
