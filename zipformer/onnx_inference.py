@@ -116,7 +116,14 @@ def _session(filename: PathLike, num_threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = num_threads
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a damaged file
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"ONNX model {path} ({path.stat().st_size} bytes) cannot be loaded, it is truncated or not an ONNX "
+            f"file ({reason}): export it again with export-onnx.py"
+        ) from None
 
 
 def _int_metadata(session: ort.InferenceSession, key: str, filename: PathLike) -> int:
