@@ -541,3 +541,25 @@ def test_a_truncated_onnx_file_is_one_clear_line(exported, tiny, utterances, tmp
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: ONNX model {truncated} (") and "export it again with export-onnx.py" in last, last
         assert "Traceback" not in result.stderr
+
+
+def test_an_export_stopped_between_fp32_and_int8_leaves_no_onnx_file(tiny, tmp_path, monkeypatch):
+    import zipformer.onnx_export as onnx_export
+
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    for name in ("epoch-1.pt", "epoch-2.pt"):
+        (exp_dir / name).write_bytes((tiny.base_dir / name).read_bytes())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = exp_dir / f".tmp-{dead.pid}-0123abcd-encoder-epoch-2-avg-1.onnx"
+    stale.write_bytes(b"half an encoder, from an export that was killed")
+
+    def killed(src, dst, op_types):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", killed)
+    argv = export_argv(exp_dir, tiny.tokens, "--use-averaged-model", "1", "--epoch", "2", "--avg", "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_main(BASE_EXPORT, argv)
+    assert sorted(p.name for p in exp_dir.iterdir() if p.is_file()) == ["epoch-1.pt", "epoch-2.pt"]

@@ -18,6 +18,7 @@ model and loads the weights, as for decoding.
 """
 import argparse
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -27,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from zipformer.atomic import write_atomically
+from zipformer.atomic import remove_stale_temp_files, temp_path, write_atomically
 from zipformer.decoding import DecodingRecipe, add_checkpoint_arguments, check_vocabulary, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
@@ -378,37 +379,54 @@ def export(
     exp_dir = Path(params.exp_dir)
     files = {name: exp_dir / f"{name}-{suffix}.onnx" for name in ("encoder", "decoder", "joiner")}
     int8_files = {name: exp_dir / f"{name}-{suffix}.int8.onnx" for name in files}
+    final = dict(files)
+    final.update({f"{name}.int8": path for name, path in int8_files.items()})
+    # Everything is written under hidden temp names and renamed at the end, so an export that fails
+    # or is killed never leaves fp32 files without their int8 twins (nor a wrong model, see check_export).
+    temps = {key: temp_path(path) for key, path in final.items()}
+    logging.info(f"Exporting {', '.join(path.name for path in final.values())} to {exp_dir}")
+    try:
+        fp32_temps = {name: temps[name] for name in files}
+        int8_temps = {name: temps[f"{name}.int8"] for name in files}
+        _export_to(model, state_dict, params, fp32_temps, int8_temps, encoder_metadata)
+        for key, path in final.items():
+            os.replace(temps[key], path)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    for name, path in files.items():
+        int8_file = int8_files[name]
+        logging.info(f"{path}: {file_size_mb(path)}; {int8_file.name}: {file_size_mb(int8_file)}")
+    return final
 
+
+def _export_to(
+    model: nn.Module,
+    state_dict: StateDict,
+    params: AttributeDict,
+    files: Dict[str, Path],
+    int8_files: Dict[str, Path],
+    encoder_metadata: Optional[MetadataHook],
+) -> None:
+    """Write and check the fp32 files and their int8 copies at the given paths."""
     metadata = dict(ENCODER_METADATA)
     if encoder_metadata is not None:
         metadata.update(encoder_metadata(params, state_dict))
-    logging.info(f"Exporting the encoder to {files['encoder']} (metadata {metadata})")
+    logging.info(f"Exporting the encoder (metadata {metadata})")
     export_encoder(model, files["encoder"], params.feature_dim, metadata)
-    logging.info(f"Exporting the decoder to {files['decoder']}")
+    logging.info("Exporting the decoder")
     export_decoder(
         model, files["decoder"], {"context_size": str(params.context_size), "vocab_size": str(params.vocab_size)}
     )
-    logging.info(f"Exporting the joiner to {files['joiner']}")
+    logging.info("Exporting the joiner")
     joiner_dim = model.joiner.output_linear.weight.shape[1]
     export_joiner(model, files["joiner"], {"joiner_dim": str(joiner_dim)})
-    try:
-        check_export(model, files, params.feature_dim)
-    except RuntimeError:
-        for path in files.values():
-            path.unlink(missing_ok=True)  # never leave a wrong model where a deployment could pick it up
-        raise
+    check_export(model, files, params.feature_dim)
 
     for name, op_types in (("encoder", ["MatMul"]), ("decoder", ["MatMul", "Gather"]), ("joiner", ["MatMul"])):
         quantize_int8(files[name], int8_files[name], op_types)
     report = int8_differences(files, int8_files, params.feature_dim)
     logging.info("int8 vs fp32, max abs difference: " + ", ".join(f"{k} {v:.3g}" for k, v in report.items()))
-
-    for name in files:
-        int8_file = int8_files[name]
-        logging.info(f"{files[name]}: {file_size_mb(files[name])}; {int8_file.name}: {file_size_mb(int8_file)}")
-    written = dict(files)
-    written.update({f"{name}.int8": path for name, path in int8_files.items()})
-    return written
 
 
 def main(
@@ -426,6 +444,8 @@ def main(
         raise SystemExit(f"error: --exp-dir {params.exp_dir} does not exist: pass the directory with the checkpoints")
     setup_logger(params.exp_dir / "log-export" / "log-export-onnx")
     logging.info(f"Export parameters: {params}")
+    for path in remove_stale_temp_files(params.exp_dir):
+        logging.warning(f"Removed {path.name}, a partial file left by an export that was killed")
     with exit_on_user_error():
         written = export(params, recipe, encoder_metadata, file_suffix)
     logging.info("Done!")
