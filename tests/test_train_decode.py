@@ -368,3 +368,14 @@ def test_pretrained_py_resamples_8k_and_downmixes_44k_stereo(tiny_corpus, tiny_b
     assert [Path(h.rstrip(":")).name for h in headers] == ["16k.wav", "8k.wav", "44k-stereo.wav"]
     texts = {Path(lines[i].rstrip(":")).name: lines[i + 1] for i in range(len(lines) - 1) if lines[i] in headers}
     assert texts["44k-stereo.wav"] == texts["16k.wav"]
+
+
+@pytest.mark.slow
+def test_decoding_an_utterance_with_nan_features_warns(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    from lhotse import load_manifest
+
+    nan_cuts = nan_feature_cuts(tiny_corpus, tmp_path)
+    proc = decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0",
+                  "--test-cuts", f"nan={nan_cuts}")
+    first = next(iter(load_manifest(nan_cuts))).id
+    assert f"[nan] cut {first} has non-finite (NaN/inf) features" in proc.stderr
