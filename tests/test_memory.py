@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.memory import release_freed_memory
-from zipformer.training import resident_memory_mb
+from zipformer.memory import release_freed_memory, resident_memory_mb
 
 
 def test_release_freed_memory_gives_the_freed_heap_back():
@@ -28,7 +27,8 @@ def test_resident_memory_is_flat_across_epochs(tiny_corpus, tmp_path: Path):
         *TINY_MODEL_FLAGS, *data_flags(tiny_corpus), "--num-workers", "2",
     )
     log = "\n".join(p.read_text() for p in (tmp_path / "log").glob("log-train-*"))
-    resident = [float(line.split("resident now ")[1].split(" MB")[0]) for line in log.splitlines() if "resident now" in line]
+    marker = "resident after freeing "
+    resident = [float(line.split(marker)[1].split(" MB")[0]) for line in log.splitlines() if marker in line]
     assert len(resident) == 6
-    # Measured on the tiny model: +11 MB from epoch 2 to 6 with the heap trimmed, +60 MB without.
-    assert resident[5] - resident[1] < 25, resident
+    # Measured on the tiny model, epochs 2-6: 376-381 MB with the heap trimmed, 483-516 MB without.
+    assert max(resident[1:]) - min(resident[1:]) < 15, resident

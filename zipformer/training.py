@@ -36,7 +36,7 @@ from zipformer.checkpoint import (
 )
 from zipformer.exp_dir import claim_exp_dir
 from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
-from zipformer.memory import fix_mmap_threshold, release_freed_memory
+from zipformer.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
 from zipformer.model_args import add_model_arguments, get_model
@@ -260,19 +260,12 @@ def loss_warm_step(params: AttributeDict) -> int:
     return 0 if params.batch_count_offset else params.warm_step
 
 
-def resident_memory_mb() -> float:
-    """This process's resident memory now (Linux; 0 elsewhere): unlike the peak, it can go down."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def peak_memory_mb(device: torch.device) -> float:
+    """The peak of this epoch (GPU memory allocated, or resident memory); the process's peak where not measurable."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_resident_mb()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def register_inf_check_hooks(model: nn.Module) -> None:
@@ -489,7 +482,6 @@ class Trainer:
                 for kind in ("train", "valid"):
                     if params[f"best_{kind}_epoch"] == epoch:
                         copy_checkpoint(params.exp_dir / f"epoch-{epoch}.pt", params.exp_dir / f"best-{kind}-loss.pt")
-            release_freed_memory()
         if self.skipped_batches:
             logging.warning(f"{self.skipped_batches} batches were skipped because of non-finite losses")
         if self.unreadable_cuts:
@@ -499,6 +491,9 @@ class Trainer:
     def train_one_epoch(self) -> None:
         params, model = self.params, self.model
         self.recipe.set_train_mode(self.model_unwrapped, params)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_resident()
         tot_loss = MetricsTracker()
         tot_loss.update(params.epoch_tot_loss)  # not empty only when resuming in the middle of this epoch
         epoch_start = time.time()
@@ -557,9 +552,11 @@ class Trainer:
             params.best_train_epoch = params.cur_epoch
             params.best_train_loss = params.train_loss
         elapsed = time.time() - epoch_start
+        release_freed_memory()
         logging.info(
             f"Epoch {params.cur_epoch} done in {elapsed:.1f} s: {audio_seconds / max(elapsed, 1e-9):.1f} s of audio/s, "
-            f"peak memory {peak_memory_mb(self.device):.0f} MB, resident now {resident_memory_mb():.0f} MB"
+            f"peak memory {peak_memory_mb(self.device):.0f} MB, "
+            f"resident after freeing {resident_memory_mb():.0f} MB"
         )
 
     def count_unreadable_cuts(self, batch: dict) -> None:
@@ -660,6 +657,7 @@ class Trainer:
             if loss_value < params.best_valid_loss:
                 params.best_valid_epoch = params.cur_epoch
                 params.best_valid_loss = loss_value
+        release_freed_memory()
         self.recipe.set_train_mode(self.model_unwrapped, params)
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -700,7 +698,6 @@ def run(rank: int, world_size: int, args: argparse.Namespace, recipe: TrainingRe
     params.update(vars(args))
     params.exp_dir = Path(params.exp_dir)
     fix_random_seed(params.seed)
-    fix_mmap_threshold()
     if params.num_threads > 0:
         torch.set_num_threads(params.num_threads)
     if world_size > 1:
