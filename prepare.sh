@@ -48,22 +48,24 @@ size_args=()
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "prepare.sh: error: $*" >&2; exit 1; }
+# The value of option $1 (an option with no value is an error, not bash's "unbound variable").
+value() { (($# >= 2)) && [[ $2 != --* ]] || die "$1 needs a value (see ./prepare.sh --help)"; echo "$2"; }
 
 while (($#)); do
   case "$1" in
-    --dataset) dataset="$2"; shift 2 ;;
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage="$2"; shift 2 ;;
-    --num-jobs) num_jobs="$2"; shift 2 ;;
-    --seed) seed="$2"; shift 2 ;;
+    --dataset) dataset=$(value "$@"); shift 2 ;;
+    --stage) stage=$(value "$@"); shift 2 ;;
+    --stop-stage|--stop_stage) stop_stage=$(value "$@"); shift 2 ;;
+    --num-jobs) num_jobs=$(value "$@"); shift 2 ;;
+    --seed) seed=$(value "$@"); shift 2 ;;
     --quick) quick=true; shift ;;
-    --corpus-config) corpus_config="$2"; shift 2 ;;
-    --dl-dir) dl_dir="$2"; shift 2 ;;
-    --corpus-dir) corpus_dir="$2"; shift 2 ;;
-    --librispeech-parts) librispeech_parts="$2"; shift 2 ;;
-    --gigaspeech-password) gigaspeech_password="$2"; shift 2 ;;
+    --corpus-config) corpus_config=$(value "$@"); shift 2 ;;
+    --dl-dir) dl_dir=$(value "$@"); shift 2 ;;
+    --corpus-dir) corpus_dir=$(value "$@"); shift 2 ;;
+    --librispeech-parts) librispeech_parts=$(value "$@"); shift 2 ;;
+    --gigaspeech-password) gigaspeech_password=$(value "$@"); shift 2 ;;
     --source-train|--source-dev|--source-test|--target-train|--target-dev|--target-test)
-      size_args+=("$1" "$2"); shift 2 ;;
+      size_args+=("$1" "$(value "$@")"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1' (see ./prepare.sh --help)" ;;
   esac

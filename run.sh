@@ -35,23 +35,27 @@ finetune_ckpt=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "run.sh: error: $*" >&2; exit 1; }
+# The value of option $1 (an option with no value is an error, not bash's "unbound variable").
+value() { (($# >= 2)) && [[ $2 != --* ]] || die "$1 needs a value (see ./run.sh --help)"; echo "$2"; }
 
 while (($#)); do
   case "$1" in
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
+    --stage) stage=$(value "$@"); shift 2 ;;
+    --stop-stage) stop_stage=$(value "$@"); shift 2 ;;
     --quick) quick=true; shift ;;
     --pretrain) pretrain=true; shift ;;
     --full-finetune) full_finetune=true; shift ;;
-    --adapter-dim) adapter_dim="$2"; shift 2 ;;
-    --exp-root) exp_root="$2"; shift 2 ;;
-    --num-threads) num_threads="$2"; shift 2 ;;
-    --dataset) dataset="$2"; shift 2 ;;
-    --finetune-ckpt) finetune_ckpt="$2"; shift 2 ;;
+    --adapter-dim) adapter_dim=$(value "$@"); shift 2 ;;
+    --exp-root) exp_root=$(value "$@"); shift 2 ;;
+    --num-threads) num_threads=$(value "$@"); shift 2 ;;
+    --dataset) dataset=$(value "$@"); shift 2 ;;
+    --finetune-ckpt) finetune_ckpt=$(value "$@"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1' (see ./run.sh --help)" ;;
   esac
 done
+[[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage and --stop-stage take integers (see ./run.sh --help)"
+[[ $adapter_dim =~ ^[1-9][0-9]*$ && $num_threads =~ ^[1-9][0-9]*$ ]] || die "--adapter-dim and --num-threads take positive integers"
 [[ $dataset == synth ]] || die "--dataset $dataset: the real-corpus runs need GPUs and downloads; follow README.md section 'The real experiment'"
 [[ -z $finetune_ckpt ]] || die "--finetune-ckpt is for the real experiment (README.md); the embedded run uses pretrained/base.pt"
 

@@ -18,7 +18,9 @@ fine-tuning on your data is: import, then run the fine-tuning stage as usual (it
 model's bpe.model). Use --split train|dev|test to import a whole input as one split.
 
 Transcripts are normalised like LibriSpeech (upper case, punctuation removed, in-word apostrophes
-kept) unless --keep-text. Audio that is not 16 kHz mono is converted with sox into
+kept) unless --keep-text: accents fold to their base letters, numbers, currency, times and ordinals
+become words, and an utterance whose text has no spoken form (e.g. "mp3", another script) is
+dropped; the log counts every change and every drop, with an example. Audio that is not 16 kHz mono is converted with sox into
 data/{name}_audio/. Existing cut files are not replaced without --overwrite.
 """
 import sys
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import dataclasses
 import logging
 import random
 import subprocess
@@ -36,7 +39,7 @@ from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, Supervis
 
 from local.compute_fbank import compute_fbank_for_manifests
 from local.manifest_io import atomic_save
-from local.text_corpus import normalize_text
+from local.spoken_text import NormalizationReport
 from local.validate import check_audio_file, validate_manifests
 from zipformer.utils import UserError, exit_on_user_error
 
@@ -50,12 +53,19 @@ def _read_table(path: Path, min_fields: int) -> List[Tuple[int, List[str]]]:
     if not path.is_file():
         raise UserError(f"{path} not found")
     rows = []
+    first_line: Dict[str, int] = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) < min_fields:
             raise UserError(f"{path}:{number}: expected at least {min_fields} fields, got '{line.strip()}'")
+        if fields[0] in first_line:
+            raise UserError(
+                f"{path}:{number}: id '{fields[0]}' appears twice (first on line {first_line[fields[0]]}); "
+                "remove or rename one"
+            )
+        first_line[fields[0]] = number
         rows.append((number, fields))
     return rows
 
@@ -154,8 +164,22 @@ def from_cuts(cuts_path: Path) -> Tuple[RecordingSet, SupervisionSet]:
     return RecordingSet.from_recordings(recordings.values()), SupervisionSet.from_segments(supervisions)
 
 
-def normalize_supervisions(supervisions: SupervisionSet) -> SupervisionSet:
-    return SupervisionSet.from_segments(s.transform_text(normalize_text) for s in supervisions)
+def normalize_supervisions(
+    recordings: RecordingSet, supervisions: SupervisionSet
+) -> Tuple[RecordingSet, SupervisionSet, NormalizationReport]:
+    """Spoken-word transcripts; dropped utterances go, and so do recordings left without one."""
+    report = NormalizationReport()
+    kept = []
+    for segment in supervisions:
+        text = report.normalize(segment.id, segment.text or "")
+        if text is not None:
+            kept.append(dataclasses.replace(segment, text=text))
+    if supervisions and not kept:
+        reasons = ", ".join(report.dropped)
+        raise UserError(f"text normalisation dropped every transcript ({reasons}): fix the texts or pass --keep-text")
+    supervised = {s.recording_id for s in kept}
+    recordings = RecordingSet.from_recordings(r for r in recordings if r.id in supervised)
+    return recordings, SupervisionSet.from_segments(kept), report
 
 
 def to_16k_mono(recordings: RecordingSet, out_dir: Path) -> RecordingSet:
@@ -192,6 +216,11 @@ def assign_splits(recording_ids: List[str], split: str, dev_fraction: float, tes
         n_dev, n_test = max(1, n_dev), max(1, n_test)
     if n_dev + n_test >= len(ids):
         raise UserError(f"only {len(ids)} recordings: too few to split into train/dev/test; pass --split train")
+    if n_dev == 0 or n_test == 0:
+        logging.warning(
+            f"only {len(ids)} recordings: all go to train and there is no dev or test set; "
+            "import more recordings, or import a dev/test set separately with --split dev|test"
+        )
     return {rid: ("dev" if i < n_dev else "test" if i < n_dev + n_test else "train") for i, rid in enumerate(ids)}
 
 
@@ -212,7 +241,9 @@ def import_data(
 ) -> Dict[str, Path]:
     """Validate, split, write manifests and compute features; returns {split: cuts path}."""
     if normalize:
-        supervisions = normalize_supervisions(supervisions)
+        recordings, supervisions, report = normalize_supervisions(recordings, supervisions)
+        for line in report.summary():
+            logging.info(line)
     validate_manifests(recordings, supervisions)
     recordings = to_16k_mono(recordings, audio_out_dir or Path(f"data/{name}_audio"))
     splits = assign_splits(list(recordings.ids), split, dev_fraction, test_fraction, seed)

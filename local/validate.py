@@ -4,6 +4,7 @@ lhotse's own validation (lhotse.qa) checks the manifests' internal consistency; 
 what it does not: that every audio file exists, is readable and not empty, that every transcript has
 words, and that recordings and supervisions match one to one by id.
 """
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, List
 
@@ -53,6 +54,14 @@ def check_transcripts(supervisions: SupervisionSet) -> None:
         )
 
 
+def check_unique_ids(recordings: RecordingSet, supervisions: SupervisionSet) -> None:
+    for what, ids in (("recording", recordings.ids), ("utterance", (s.id for s in supervisions))):
+        counts = Counter(ids)
+        repeated = [i for i, n in counts.items() if n > 1]
+        if repeated:
+            raise UserError(f"{what} id(s) used more than once: {_first(repeated)}; give each {what} its own id")
+
+
 def check_ids_match(recordings: RecordingSet, supervisions: SupervisionSet) -> None:
     recording_ids = set(recordings.ids)
     supervised_ids = {s.recording_id for s in supervisions}
@@ -75,6 +84,7 @@ def validate_manifests(recordings: RecordingSet, supervisions: SupervisionSet) -
         raise UserError("no recordings found: check the audio directory / manifest path")
     if len(supervisions) == 0:
         raise UserError("no transcripts found: check the transcript file / manifest path")
+    check_unique_ids(recordings, supervisions)
     check_ids_match(recordings, supervisions)
     check_transcripts(supervisions)
     check_audio_files(recordings)

@@ -308,3 +308,11 @@ def test_adapter_gradients_are_finite_with_the_frozen_body_in_eval_mode(tiny_cor
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0
     assert all(p.grad is None for n, p in model.named_parameters() if not is_adapter_key(n))
+
+
+@pytest.mark.slow
+def test_keep_last_k_prunes_the_adapter_only_twins_too(tiny_corpus, base_ckpt: Path, tmp_path: Path):
+    finetune(tiny_corpus, base_ckpt, tmp_path, "--num-epochs", "3", "--save-every-n", "1", "--keep-last-k", "2")
+    full = sorted(p.name for p in tmp_path.glob("checkpoint-*.pt"))
+    adapter_only = sorted(p.name.removeprefix("adapter-") for p in tmp_path.glob("adapter-checkpoint-*.pt"))
+    assert len(full) == 2 and adapter_only == full, (full, adapter_only)

@@ -464,3 +464,51 @@ def test_valid_dataloader_is_unshuffled_and_unaugmented(corpus):
         runs.append(epoch_ids(dataloader))
     assert runs[0] == runs[1]
     assert sorted(i for batch in runs[0] for i in batch) == [f"utt{i:02d}" for i in range(40)]
+
+
+def test_sampler_state_with_workers_counts_the_batches_handed_out_not_the_prefetched(corpus):
+    data = AsrDataModule(make_args(*BASE_FLAGS[2:], "--num-workers", "2"))
+    full_run = data.train_dataloaders(load_cuts(corpus))
+    full_run.sampler.set_epoch(1)
+    iterator = iter(full_run)
+    for _ in range(2):
+        next(iterator)
+    state = full_run.sampler.state_dict()
+    rest = [batch_ids(batch) for batch in iterator]
+    assert len(rest) > 4, "the test needs more batches than the workers prefetch"
+
+    resumed = data.train_dataloaders(load_cuts(corpus), sampler_state_dict=state)
+    resumed.sampler.set_epoch(1)
+    assert epoch_ids(resumed) == rest
+
+
+def two_feature_files(tmp_path: Path) -> Tuple[CutSet, CutSet]:
+    """Cuts whose features are in two files: (cuts of the first, cuts of the second)."""
+    first = make_cuts(tmp_path, [(f"a{i}", 1.0 + 0.1 * i, "HELLO") for i in range(10)], seed=1)
+    second = make_cuts(tmp_path, [(f"b{i}", 1.0 + 0.1 * i, "HELLO") for i in range(10)], seed=2)
+    return first, second
+
+
+def test_missing_feature_files_are_found_before_training(tmp_path):
+    first, second = two_feature_files(tmp_path)
+    Path(second[0].features.storage_path).unlink()
+    data = AsrDataModule(make_args(*BASE_FLAGS))
+    data.check_storage(first, "--train-cuts")
+    with pytest.raises(UserError, match=r"1 of the 2 feature files of the cuts in --train-cuts are missing, e\.g\. "
+                                        r".*feats-2.* \(cut b0\): re-run the \./prepare\.sh stage"):
+        data.check_storage(first + second, "--train-cuts")
+
+
+def test_a_cut_whose_features_vanish_during_training_is_left_out_and_named(tmp_path):
+    first, second = two_feature_files(tmp_path)
+    manifest = write_cuts((first + second).to_eager().shuffle(random.Random(0)), tmp_path / "cuts.jsonl.gz")
+    dataloader = AsrDataModule(make_args(*BASE_FLAGS, "--drop-last", "0")).train_dataloaders(load_cuts(manifest))
+    Path(second[0].features.storage_path).unlink()
+    trained, skipped = set(), set()
+    for batch in dataloader:
+        skipped.update(batch["skipped_cuts"] if "skipped_cuts" in batch else [])
+        if "inputs" in batch:
+            trained.update(batch_ids(batch))
+            assert batch["inputs"].shape[0] == len(batch_ids(batch))
+    assert skipped == set(second.ids)
+    assert trained == set(first.ids)

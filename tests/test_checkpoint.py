@@ -1,5 +1,7 @@
 """Checkpoint save/load/averaging against hand-computed tensors; plain-data files that load without pickle."""
+import collections
 import copy
+import errno
 import logging
 from pathlib import Path
 
@@ -116,11 +118,11 @@ def test_failed_save_keeps_the_previous_file_and_no_temp(tmp_path: Path, monkeyp
     before = path.read_bytes()
 
     def crash_mid_write(obj, f) -> None:
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash_mid_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match=r"\(No space left on device\): it needs about 0\.0 MB .*the last checkpoint, which is kept"):
         save_checkpoint(path, _Tiny())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-1.pt"]
@@ -473,3 +475,19 @@ def test_decode_mode_names_a_missing_start_file(exp_dir: Path) -> None:
     flags = _decode_params(exp_dir, epoch=3, avg=2, use_averaged_model=True)
     with pytest.raises(UserError, match=r"--use-averaged-model \(the start point\) needs .*epoch-1"):
         load_averaged_state_dict(flags)
+
+
+def test_a_save_that_does_not_fit_keeps_the_old_file_and_says_how_much_was_needed(tmp_path: Path, monkeypatch):
+    import zipformer.checkpoint as checkpoint_module
+
+    path = tmp_path / "epoch-1.pt"
+    save_checkpoint(path, _Tiny())
+    before = path.read_bytes()
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1, 1))
+    with pytest.raises(UserError, match=r"could not save .*epoch-1\.pt \(not enough free space\): it needs about "
+                                        r"0\.0 MB and 0\.0 MB are free"):
+        save_checkpoint(path, _Tiny())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-1.pt"]
+

@@ -535,3 +535,40 @@ def test_pad_features_pads_with_log_eps():
     x, x_lens = pad_features([np.zeros((3, 80), np.float32), np.ones((5, 80), np.float32)])
     assert x.shape == (2, 5, 80) and x_lens.tolist() == [3, 5]
     assert np.all(x[0, 3:] == np.float32(LOG_EPS)) and np.all(x[1] == 1.0)
+
+
+def test_a_truncated_onnx_file_is_one_clear_line(exported, tiny, utterances, tmp_path):
+    truncated = tmp_path / "encoder-truncated.onnx"
+    data = exported["encoder"].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    common = ["--decoder-model-filename", str(exported["decoder"]), "--joiner-model-filename", str(exported["joiner"]),
+              "--tokens", str(tiny.tokens), "--num-threads", "1", "--encoder-model-filename", str(truncated)]
+    for script, extra in (("onnx_pretrained.py", [str(utterances.audio[0])]),
+                          ("onnx_decode.py", ["--test-cuts", f"x={tmp_path / 'unused.jsonl.gz'}", "--exp-dir", str(tmp_path)])):
+        result = run_script(REPO / "zipformer" / script, *common, *extra, check=False)
+        assert result.returncode == 1, (script, result.stderr[-2000:])
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: ONNX model {truncated} (") and "export it again with export-onnx.py" in last, last
+        assert "Traceback" not in result.stderr
+
+
+def test_an_export_stopped_between_fp32_and_int8_leaves_no_onnx_file(tiny, tmp_path, monkeypatch):
+    import zipformer.onnx_export as onnx_export
+
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    for name in ("epoch-1.pt", "epoch-2.pt"):
+        (exp_dir / name).write_bytes((tiny.base_dir / name).read_bytes())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = exp_dir / f".tmp-{dead.pid}-0123abcd-encoder-epoch-2-avg-1.onnx"
+    stale.write_bytes(b"half an encoder, from an export that was killed")
+
+    def killed(src, dst, op_types):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", killed)
+    argv = export_argv(exp_dir, tiny.tokens, "--use-averaged-model", "1", "--epoch", "2", "--avg", "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_main(BASE_EXPORT, argv)
+    assert sorted(p.name for p in exp_dir.iterdir() if p.is_file()) == ["epoch-1.pt", "epoch-2.pt"]

@@ -367,7 +367,7 @@ def test_chunk_flags_need_one_usable_value(tiny, chunk_flags, words):
 def test_truncated_or_non_streaming_files_are_user_errors(tiny, tmp_path):
     truncated = tmp_path / "encoder.onnx"
     truncated.write_bytes(tiny.adapted["encoder"].read_bytes()[:5000])
-    with pytest.raises(UserError, match="is not a loadable ONNX model .*: export it again"):
+    with pytest.raises(UserError, match="cannot be loaded, it is truncated or not an ONNX file .*: export it again"):
         OnnxStreamingTransducer.from_files(truncated, tiny.adapted["decoder"], tiny.adapted["joiner"])
     full_context = tmp_path / "full-context-encoder.onnx"
     export_encoder(tiny.model, full_context, 80, {"model_type": "zipformer2"})

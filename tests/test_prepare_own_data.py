@@ -169,3 +169,73 @@ def test_validation_reports_mismatched_ids(synthesized):
     too_long = SupervisionSet.from_segments([dataclasses.replace(s, duration=s.duration + 5.0) for s in supervisions])
     with pytest.raises(UserError, match="lhotse manifest validation failed"):
         validate_manifests(recordings, too_long)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("naïve café résumé", "NAIVE CAFE RESUME"),
+        ("123 456 and $5.00 at 3pm", "ONE HUNDRED AND TWENTY THREE FOUR HUNDRED AND FIFTY SIX AND FIVE DOLLARS AT THREE P M"),
+        ("It costs £1.01, or €20", "IT COSTS ONE POUND ONE PENNY OR TWENTY EUROS"),
+        ("the 21st of May at 10:05", "THE TWENTY FIRST OF MAY AT TEN OH FIVE"),
+        ("50% of 3.5 million, 1,000 people", "FIFTY PERCENT OF THREE POINT FIVE MILLION ONE THOUSAND PEOPLE"),
+        ("Straße it’s rock & roll", "STRASSE IT'S ROCK AND ROLL"),
+    ],
+)
+def test_normalisation_folds_accents_and_speaks_numbers(text: str, expected: str):
+    from local.spoken_text import to_spoken_words
+
+    assert to_spoken_words(text)[0] == expected
+
+
+def test_import_drops_unspeakable_utterances_and_reports_every_change(tmp_path: Path, audio_dir: Path, caplog):
+    (audio_dir / "text.txt").write_text(
+        "utt0 naïve café résumé\nutt1 mp3 players are small\nutt2 we meet at 3pm\nutt3 日本 is far away\n"
+        "utt4 it costs $5.00\n"
+    )
+    recordings, supervisions = from_audio_dir(audio_dir, audio_dir / "text.txt")
+    with caplog.at_level("INFO"):
+        outputs = import_data(recordings, supervisions, "mine", split="train", manifest_dir=tmp_path / "m",
+                              fbank_dir=tmp_path / "f", audio_out_dir=tmp_path / "converted")
+    texts = {c.supervisions[0].id: c.supervisions[0].text for c in load_manifest(outputs["train"])}
+    assert texts == {"utt0": "NAIVE CAFE RESUME", "utt2": "WE MEET AT THREE P M", "utt4": "IT COSTS FIVE DOLLARS"}
+    log = caplog.text
+    assert "text normalisation: 5 transcripts, 2 dropped" in log
+    assert "accents folded: 1 transcripts, e.g. 'naïve café résumé' -> 'NAIVE CAFE RESUME'" in log
+    assert "times: 1 transcripts" in log and "currency: 1 transcripts" in log
+    assert "dropped, digits inside a word: 1 utterances, e.g. utt1: 'mp3 players are small'" in log
+    assert "dropped, characters with no spoken form (日本): 1 utterances" in log
+
+
+def test_import_with_every_transcript_unspeakable_is_one_clear_error(tmp_path: Path, audio_dir: Path):
+    (audio_dir / "text.txt").write_text("utt0 日本\n")
+    recordings, supervisions = from_audio_dir(audio_dir, audio_dir / "text.txt")
+    with pytest.raises(UserError, match="dropped every transcript .*--keep-text"):
+        import_data(recordings, supervisions, "x", manifest_dir=tmp_path / "m", fbank_dir=tmp_path / "f")
+
+
+def test_duplicate_ids_are_named(tmp_path: Path, audio_dir: Path, synthesized):
+    (audio_dir / "text.txt").write_text("utt0 hello there\nutt1 general kenobi\nutt0 hello again\n")
+    with pytest.raises(UserError, match=r"text\.txt:3: id 'utt0' appears twice \(first on line 1\)"):
+        from_audio_dir(audio_dir, audio_dir / "text.txt")
+    _, cuts = synthesized
+    recordings = RecordingSet.from_recordings(c.recording for c in cuts)
+    segments = [c.supervisions[0] for c in cuts]
+    twice = SupervisionSet.from_segments(segments + [dataclasses.replace(segments[1], text="again")])
+    with pytest.raises(UserError, match=f"utterance id\\(s\\) used more than once: {segments[1].id};"):
+        validate_manifests(recordings, twice)
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    (kaldi / "wav.scp").write_text(f"u1 {cuts[0].recording.sources[0].source}\n")
+    (kaldi / "text").write_text("u1 hello\nu1 hello again\n")
+    with pytest.raises(UserError, match=r"text:2: id 'u1' appears twice \(first on line 1\)"):
+        from_kaldi_dir(kaldi)
+
+
+def test_too_few_recordings_for_dev_and_test_warn(caplog):
+    from local.import_own_data import assign_splits
+
+    with caplog.at_level("WARNING"):
+        splits = assign_splits(["a", "b"], "auto", 0.1, 0.1, seed=1)
+    assert set(splits.values()) == {"train"}
+    assert "only 2 recordings: all go to train and there is no dev or test set" in caplog.text

@@ -34,6 +34,14 @@ def test_bad_options_fail_fast(repo_copy: Path):
     assert "[--stage N] [--stop-stage M]" in run_prepare(repo_copy, "--help").stdout
 
 
+@pytest.mark.parametrize("args, message", [(["--stage"], "--stage needs a value"), (["--stage", "x"], "take integers"),
+                                           (["--stage", "--quick"], "--stage needs a value")])
+def test_an_option_without_its_value_is_a_usage_error(repo_copy: Path, args, message):
+    result = run_prepare(repo_copy, *args)
+    assert result.returncode == 1 and "unbound variable" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("prepare.sh: error: ") and message in result.stderr
+
+
 @pytest.mark.slow
 def test_synth_and_librispeech_paths(repo_copy: Path, monkeypatch):
     monkeypatch.chdir(repo_copy)  # manifests hold paths relative to the recipe dir, as icefall's do

@@ -64,3 +64,16 @@ def test_summary_has_the_commands_that_produced_it(quick_run: Path):
     summary = (quick_run / "exp" / "summary.md").read_text()
     assert "./zipformer_adapter/train.py" in summary and "--use-adapters 1" in summary
     assert "./zipformer_adapter/export-onnx.py" in summary
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--stage"], "--stage needs a value"), (["--stage", "two"], "take integers"),
+     (["--stop-stage", "--quick"], "--stop-stage needs a value"), (["--stage", "99", "--adapter-dim", "0"], "positive integers")],
+)
+def test_an_option_without_a_good_value_is_a_usage_error(args, message):
+    """Each case stops before stage 0 (the set-up) even without the fix."""
+    proc = subprocess.run(["./run.sh", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "unbound variable" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("run.sh: error: ") and message in last

@@ -105,8 +105,35 @@ def test_mid_epoch_resume_reports_progress_of_the_whole_epoch(tiny_corpus, tmp_p
         index = next(i for i, line in enumerate(lines) if f"Epoch 1, batch {batch}, loss[" in line)
         return lines[index + 1].split("Progress: ")[1].split(" of epoch")[0]
 
-    assert progress(resumed, 0) == progress(straight, 1)
-    assert progress(resumed, 0) != progress(straight, 0)
+    assert progress(resumed, 1) == progress(straight, 1)
+    assert "Epoch 1, batch 0, loss[" not in train_log(resumed)
+
+
+def logged_batches(exp_dir: Path) -> dict:
+    """{batch number: the 'over N frames' of its tot_loss} from the training log."""
+    found = {}
+    for line in train_log(exp_dir).splitlines():
+        if "Epoch 1, batch " in line and "tot_loss[" in line:
+            number = int(line.split("Epoch 1, batch ")[1].split(",")[0])
+            found[number] = line.split("tot_loss[")[1].split("over ")[1].split(" frames")[0]
+    return found
+
+
+@pytest.mark.slow
+def test_mid_epoch_resume_with_workers_trains_exactly_the_remaining_batches(tiny_corpus, tmp_path: Path):
+    """Workers prefetch batches; the saved sampler state must count only those trained, and the log continues."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_corpus, straight, "--num-epochs", "1", "--save-every-n", "1", "--num-workers", "2")
+    resumed.mkdir()
+    (resumed / "checkpoint-1.pt").write_bytes((straight / "checkpoint-1.pt").read_bytes())
+    train(tiny_corpus, resumed, "--num-epochs", "1", "--start-batch", "1", "--num-workers", "2")
+
+    batches = logged_batches(straight)
+    assert len(batches) >= 3
+    # The same batch numbers and the same running-loss frame totals: tot_loss went on from the checkpoint.
+    assert logged_batches(resumed) == {n: frames for n, frames in batches.items() if n >= 1}
+    done = [torch.load(d / "epoch-1.pt", map_location="cpu", weights_only=False)["batch_idx_train"] for d in (straight, resumed)]
+    assert done[0] == done[1] == len(batches)
 
 def test_decode_writes_result_files(tiny_corpus, tiny_base_exp: Path):
     decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "1")
@@ -293,3 +320,91 @@ def test_decode_gigaspeech_runs_the_seeds_command(tiny_corpus, tiny_base_exp: Pa
     res_dir = tiny_base_exp / "greedy_search_giga"
     for test_set in ("dev", "test"):
         assert list(res_dir.glob(f"wer-summary-{test_set}-greedy_search-epoch-2-avg-1-*.txt")), test_set
+@pytest.mark.slow
+def test_start_epoch_past_num_epochs_says_so_and_fails(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    (tmp_path / "epoch-2.pt").write_bytes((tiny_base_exp / "epoch-2.pt").read_bytes())
+    proc = train(tiny_corpus, tmp_path, "--num-epochs", "2", "--start-epoch", "3", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "error: nothing to train: the run starts at epoch 3, past --num-epochs 2; raise --num-epochs to train more epochs"
+
+
+@pytest.mark.slow
+def test_first_ctrl_c_saves_a_checkpoint_and_stops(tiny_corpus, tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_DIR
+
+    cmd = [sys.executable, str(REPO_DIR / "zipformer/train.py"), "--num-epochs", "100", "--exp-dir", str(tmp_path),
+           "--tensorboard", "0", "--log-interval", "1", *TINY_MODEL_FLAGS, *map(str, data_flags(tiny_corpus))]
+    proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "epoch-1.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    saved = list(tmp_path.glob("checkpoint-*.pt"))
+    assert len(saved) == 1
+    number = saved[0].stem.split("-")[1]
+    assert f"resume with --start-batch {number}" in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / ".train.lock").exists()
+
+
+@pytest.mark.slow
+def test_training_with_a_missing_feature_file_stops_before_the_first_batch(tiny_corpus, tmp_path: Path):
+    import dataclasses
+
+    from lhotse import CutSet, load_manifest
+
+    cuts = list(load_manifest(tiny_corpus["source_train"]))
+    cuts[0] = dataclasses.replace(cuts[0], features=dataclasses.replace(cuts[0].features, storage_path=str(tmp_path / "gone.lca")))
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    proc = train(tiny_corpus, tmp_path / "exp", "--num-epochs", "1", "--train-cuts", tmp_path / "cuts.jsonl.gz", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of the ") and f"{tmp_path / 'gone.lca'} (cut {cuts[0].id})" in last
+    assert "batch 0" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_pretrained_py_resamples_8k_and_downmixes_44k_stereo(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    import numpy as np
+    import soundfile as sf
+    from lhotse import load_manifest
+    from lhotse.augmentation.resample import resample
+
+    cut = next(iter(load_manifest(tiny_corpus["source_test"])))
+    audio = torch.from_numpy(cut.load_audio())
+    reference = tmp_path / "16k.wav"
+    sf.write(reference, audio[0].numpy(), 16000)
+    sf.write(tmp_path / "8k.wav", resample(audio, 16000, 8000)[0].numpy(), 8000)
+    stereo = resample(audio, 16000, 44100)[0].numpy()
+    sf.write(tmp_path / "44k-stereo.wav", np.stack([stereo, stereo], axis=1), 44100)
+    proc = run_script(
+        "zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt", "--bpe-model", tiny_corpus["bpe_model"],
+        *TINY_MODEL_FLAGS, reference, tmp_path / "8k.wav", tmp_path / "44k-stereo.wav", check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().split("\n")
+    headers = [line for line in lines if line.endswith(".wav:")]
+    assert [Path(h.rstrip(":")).name for h in headers] == ["16k.wav", "8k.wav", "44k-stereo.wav"]
+    texts = {Path(lines[i].rstrip(":")).name: lines[i + 1] for i in range(len(lines) - 1) if lines[i] in headers}
+    assert texts["44k-stereo.wav"] == texts["16k.wav"]
+
+
+@pytest.mark.slow
+def test_decoding_an_utterance_with_nan_features_warns(tiny_corpus, tiny_base_exp: Path, tmp_path: Path):
+    from lhotse import load_manifest
+
+    nan_cuts = nan_feature_cuts(tiny_corpus, tmp_path)
+    proc = decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0",
+                  "--test-cuts", f"nan={nan_cuts}")
+    first = next(iter(load_manifest(nan_cuts))).id
+    assert f"[nan] cut {first} has non-finite (NaN/inf) features" in proc.stderr

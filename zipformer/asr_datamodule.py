@@ -12,6 +12,7 @@ import argparse
 import copy
 import logging
 import os
+import signal
 import zlib
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -36,7 +37,9 @@ from lhotse.dataset.sampling.base import CutSampler
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
-from zipformer.utils import UserError, str2bool
+from zipformer.resumable_loader import ConsumedStateSampler, ResumableDataLoader
+from zipformer.storage_check import SkipUnreadableCuts, check_storage_files
+from zipformer.utils import UserError, int_at_least, positive_float, str2bool
 
 INPUT_STRATEGIES = {"PrecomputedFeatures": PrecomputedFeatures, "AudioSamples": AudioSamples}
 
@@ -200,6 +203,15 @@ def filter_cuts(cuts: CutSet, sp: Any, min_duration: float = 1.0, max_duration: 
     return CutSet.from_cuts(list(filtered))
 
 
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker_init_fn: leave Ctrl-C to the main process.
+
+    A terminal sends SIGINT to the workers too; training handles it in the main process (it saves a
+    checkpoint first), and the workers end with it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _WorkerSeeder:
     """DataLoader worker_init_fn: a different, reproducible random seed for every worker, epoch and rank.
 
@@ -213,6 +225,7 @@ class _WorkerSeeder:
         self.rank = rank
 
     def __call__(self, worker_id: int) -> None:
+        ignore_sigint(worker_id)
         seed = (torch.initial_seed() + 1_000_003 * self.rank) % 2**31
         fix_random_seed(seed)
         os.environ[LHOTSE_PROCESS_SEED] = str(seed)
@@ -319,7 +332,7 @@ class AsrDataModule:
         )
         group.add_argument(
             "--max-duration",
-            type=float,
+            type=positive_float,
             default=200.0,
             help="Maximum pooled recordings duration (seconds) in a single batch. "
             "You can reduce it if it causes CUDA OOM.",
@@ -332,7 +345,7 @@ class AsrDataModule:
         )
         group.add_argument(
             "--num-buckets",
-            type=int,
+            type=int_at_least(1),
             default=30,
             help="The number of buckets for the DynamicBucketingSampler (you might want to increase it for "
             "larger datasets).",
@@ -345,7 +358,7 @@ class AsrDataModule:
         )
         group.add_argument(
             "--duration-factor",
-            type=float,
+            type=positive_float,
             default=1.0,
             help="Determines the maximum duration of a concatenated cut relative to the duration of the "
             "longest cut in a batch.",
@@ -384,7 +397,7 @@ class AsrDataModule:
         )
         group.add_argument(
             "--num-workers",
-            type=int,
+            type=int_at_least(0),
             default=2,
             help="The number of training dataloader workers that collect the batches.",
         )
@@ -470,6 +483,15 @@ class AsrDataModule:
         """See the module-level filter_cuts."""
         return filter_cuts(cuts, sp, min_duration=min_duration, max_duration=max_duration)
 
+    @property
+    def reads_audio(self) -> bool:
+        """True when batches are made from the recordings (audio input or on-the-fly features)."""
+        return self.args.on_the_fly_feats or self.args.input_strategy == "AudioSamples"
+
+    def check_storage(self, cuts: CutSet, flag: str) -> None:
+        """UserError naming a missing feature (or audio) file of `cuts`, before any batch is made."""
+        check_storage_files(cuts, flag, audio=self.reads_audio)
+
     # ---- dataloaders ----------------------------------------------------------------------------
     def _input_strategy(self) -> Any:
         if self.args.on_the_fly_feats:
@@ -506,18 +528,22 @@ class AsrDataModule:
         """Training batches with augmentation; `world_size`/`rank` shard the batches for DDP.
 
         Pass them explicitly (they are inferred from torchrun's environment or torch.distributed
-        otherwise). `sampler_state_dict` (from `train_dl.sampler.state_dict()`) resumes mid-epoch.
+        otherwise). `sampler_state_dict` (from `train_dl.sampler.state_dict()`) resumes mid-epoch;
+        that state counts the batches handed out to the caller, not those the workers prefetched.
         """
         args = self.args
         cut_transforms = self._concatenation()
         musan = self.load_musan_cuts()
         if musan is not None:
             cut_transforms.append(CutMix(cuts=musan, p=0.5, snr=(10, 20), preserve_id=True, seed="randomized"))
-        dataset = K2SpeechRecognitionDataset(
-            input_strategy=self._input_strategy(),
-            cut_transforms=cut_transforms,
-            input_transforms=self._spec_augment(),
-            return_cuts=args.return_cuts,
+        dataset = SkipUnreadableCuts(
+            K2SpeechRecognitionDataset(
+                input_strategy=self._input_strategy(),
+                cut_transforms=cut_transforms,
+                input_transforms=self._spec_augment(),
+                return_cuts=args.return_cuts,
+            ),
+            audio=self.reads_audio,
         )
         sampler = _make_sampler(
             cuts_train,
@@ -531,9 +557,9 @@ class AsrDataModule:
         )
         if sampler_state_dict is not None:
             self._restore_sampler(sampler, sampler_state_dict)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
-            sampler=sampler,
+            sampler=ConsumedStateSampler(sampler),
             batch_size=None,
             num_workers=args.num_workers,
             persistent_workers=False,
@@ -588,4 +614,6 @@ class AsrDataModule:
             world_size=world_size,
             rank=rank,
         )
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.args.num_workers)
+        return DataLoader(
+            dataset, sampler=sampler, batch_size=None, num_workers=self.args.num_workers, worker_init_fn=ignore_sigint
+        )

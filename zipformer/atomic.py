@@ -65,7 +65,8 @@ def atomic_write_text(path: PathLike, text: str) -> None:
         f.write(text)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True when a process with this pid exists (perhaps owned by another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,7 +87,7 @@ def remove_stale_temp_files(directory: PathLike) -> list[Path]:
     removed = []
     for path in directory.iterdir():
         match = _TEMP_NAME.match(path.name)
-        if match and path.is_file() and not _process_alive(int(match.group(1))):
+        if match and path.is_file() and not process_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

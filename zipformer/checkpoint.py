@@ -107,7 +107,47 @@ def save_checkpoint(
         if key in _STATE_KEYS:
             raise ValueError(f"checkpoint entry '{key}' clashes with a component state key; rename it")
         checkpoint[key] = to_plain(value)
-    write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
+    write_checkpoint_file(Path(filename), checkpoint)
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested checkpoint: about the size of its file."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def write_checkpoint_file(path: Path, checkpoint: Mapping[str, Any]) -> None:
+    """torch.save through the atomic writer; a failed write is a UserError that says how much was needed.
+
+    The file at `path`, if any, stays as it was when the write fails.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = _tensor_bytes(checkpoint)
+
+    def no_space(reason: str) -> UserError:
+        free = shutil.disk_usage(path.parent).free
+        return UserError(
+            f"could not save {path} ({reason}): it needs about {needed / 2**20:.1f} MB and {free / 2**20:.1f} MB "
+            "are free there; free some space and resume from the last checkpoint, which is kept"
+        )
+
+    if needed > shutil.disk_usage(path.parent).free:
+        raise no_space("not enough free space")
+
+    def write(tmp: Path) -> None:
+        # Through a Python file, a full disk is OSError(ENOSPC); torch.save(path) says "unexpected pos".
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise no_space(e.strerror or str(e)) from None
 
 
 def read_model_file(filename: PathLike, flag: str = "checkpoint") -> LoadedWeights:

@@ -134,6 +134,17 @@ def decode_batch(
     return [hyp.split() for hyp in sp.decode(hyp_tokens)]
 
 
+def warn_non_finite_features(features: torch.Tensor, cut_ids: List[str], test_set_name: str) -> None:
+    """A NaN/inf in an utterance's features decodes to an empty or wrong hypothesis: say which cut."""
+    finite = torch.isfinite(features).flatten(1).all(dim=1)
+    for cut_id, ok in zip(cut_ids, finite.tolist()):
+        if not ok:
+            logging.warning(
+                f"[{test_set_name}] cut {cut_id} has non-finite (NaN/inf) features: its hypothesis is meaningless; "
+                "recompute its features"
+            )
+
+
 def decode_dataset(
     dl: torch.utils.data.DataLoader,
     params: AttributeDict,
@@ -147,6 +158,7 @@ def decode_dataset(
     for batch_idx, batch in enumerate(dl):
         cut_ids = [cut.id for cut in batch["supervisions"]["cut"]]
         refs = batch["supervisions"]["text"]
+        warn_non_finite_features(batch["inputs"], cut_ids, test_set_name)
         hyps = decode_batch(params, model, sp, batch)
         for cut_id, ref, hyp in zip(cut_ids, refs, hyps):
             results.append((cut_id, ref.split(), hyp))

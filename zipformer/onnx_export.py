@@ -18,16 +18,18 @@ model and loads the weights, as for decoding.
 """
 import argparse
 import logging
+import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
-from zipformer.atomic import write_atomically
+from zipformer.atomic import remove_stale_temp_files, temp_path, write_atomically
 from zipformer.checkpoint import add_checkpoint_arguments, checkpoint_suffix
 from zipformer.model_args import add_model_arguments
 from zipformer.model_config import flags_given
@@ -395,28 +397,33 @@ def export_decoder_and_joiner(model: nn.Module, files: Dict[str, Path], params: 
     export_joiner(model, files["joiner"], {"joiner_dim": str(joiner_dim)})
 
 
-def check_or_remove(files: Dict[str, Path], check: Callable[[], object]) -> None:
-    """Run `check`; when it raises RuntimeError, delete the files first: never leave a wrong model
-    where a deployment could pick it up."""
+@contextmanager
+def written_together(files: Dict[str, Path], int8_files: Dict[str, Path]) -> Iterator[Tuple[Dict[str, Path], Dict[str, Path]]]:
+    """Temp paths for the fp32 and int8 files of one export, renamed into place together when the
+    block succeeds and all removed when it fails: a failed, wrong (check_export) or killed export
+    never leaves a model where a deployment could pick it up, nor fp32 files without int8 twins."""
+    final = {**files, **{f"{name}.int8": path for name, path in int8_files.items()}}
+    temps = {key: temp_path(path) for key, path in final.items()}
     try:
-        check()
-    except RuntimeError:
-        for path in files.values():
-            path.unlink(missing_ok=True)
-        raise
+        yield {name: temps[name] for name in files}, {name: temps[f"{name}.int8"] for name in files}
+        for key, path in final.items():
+            os.replace(temps[key], path)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
-def quantize_files(files: Dict[str, Path], int8_files: Dict[str, Path]) -> Dict[str, Path]:
-    """int8 copies (MatMul weights; the decoder's embedding too); returns fp32 and int8 paths by
-    name (encoder, ..., encoder.int8, ...) and logs the sizes."""
+def quantize_files(files: Dict[str, Path], int8_files: Dict[str, Path]) -> None:
+    """int8 copies (MatMul weights; the decoder's embedding too)."""
     for name, op_types in (("encoder", ["MatMul"]), ("decoder", ["MatMul", "Gather"]), ("joiner", ["MatMul"])):
         quantize_int8(files[name], int8_files[name], op_types)
-    for name in files:
-        int8_file = int8_files[name]
-        logging.info(f"{files[name]}: {file_size_mb(files[name])}; {int8_file.name}: {file_size_mb(int8_file)}")
-    written = dict(files)
-    written.update({f"{name}.int8": path for name, path in int8_files.items()})
-    return written
+
+
+def log_written(files: Dict[str, Path], int8_files: Dict[str, Path]) -> Dict[str, Path]:
+    """Log the sizes; return the fp32 and int8 paths by name (encoder, ..., encoder.int8, ...)."""
+    for name, path in files.items():
+        logging.info(f"{path}: {file_size_mb(path)}; {int8_files[name].name}: {file_size_mb(int8_files[name])}")
+    return {**files, **{f"{name}.int8": path for name, path in int8_files.items()}}
 
 
 def export(
@@ -433,14 +440,15 @@ def export(
     model, state_dict = load_export_model(params, recipe, given)
     files, int8_files = onnx_file_names(Path(params.exp_dir), file_suffix(params))
     metadata = encoder_metadata_of(ENCODER_METADATA, params, state_dict, encoder_metadata)
-    logging.info(f"Exporting the encoder to {files['encoder']} (metadata {metadata})")
-    export_encoder(model, files["encoder"], params.feature_dim, metadata)
-    export_decoder_and_joiner(model, files, params)
-    check_or_remove(files, lambda: check_export(model, files, params.feature_dim))
-    written = quantize_files(files, int8_files)
-    report = int8_differences(files, int8_files, params.feature_dim)
+    logging.info(f"Exporting {files['encoder'].name} (metadata {metadata}), the decoder and the joiner")
+    with written_together(files, int8_files) as (tmp_files, tmp_int8_files):
+        export_encoder(model, tmp_files["encoder"], params.feature_dim, metadata)
+        export_decoder_and_joiner(model, tmp_files, params)
+        check_export(model, tmp_files, params.feature_dim)
+        quantize_files(tmp_files, tmp_int8_files)
+        report = int8_differences(tmp_files, tmp_int8_files, params.feature_dim)
     logging.info("int8 vs fp32, max abs difference: " + ", ".join(f"{k} {v:.3g}" for k, v in report.items()))
-    return written
+    return log_written(files, int8_files)
 
 
 ExportFunction = Callable[[AttributeDict, DecodingRecipe, Optional[MetadataHook], SuffixHook, frozenset], Dict[str, Path]]
@@ -466,6 +474,8 @@ def main(
     if not params.exp_dir.is_dir():
         raise SystemExit(f"error: --exp-dir {params.exp_dir} does not exist: pass the directory with the checkpoints")
     setup_logger(params.exp_dir / "log-export" / log_name)
+    for path in remove_stale_temp_files(params.exp_dir):
+        logging.warning(f"Removed {path.name}, a partial file left by an export that was killed")
     logging.info(f"Export parameters: {params}")
     with exit_on_user_error():
         written = export_function(params, recipe, encoder_metadata, file_suffix, flags_given(parser, argv))

@@ -33,15 +33,16 @@ from zipformer.onnx_export import (
     MetadataHook,
     SuffixHook,
     check_inputs,
-    check_or_remove,
     decoder_joiner_differences,
     encoder_metadata_of,
     export_decoder_and_joiner,
     export_module,
     fail_on_differences,
     load_export_model,
+    log_written,
     onnx_file_names,
     quantize_files,
+    written_together,
 )
 from zipformer.onnx_streaming import OnnxStreamingTransducer
 from zipformer.recipe import DecodingRecipe
@@ -235,14 +236,15 @@ def export(
     metadata = encoder_metadata_of(
         streaming_metadata(model, chunk_size, left_context), params, state_dict, encoder_metadata
     )
-    logging.info(f"Exporting the streaming encoder to {files['encoder']} (metadata {metadata})")
-    export_streaming_encoder(model, files["encoder"], chunk_size, params.feature_dim, metadata)
-    export_decoder_and_joiner(model, files, params)
-    check_or_remove(files, lambda: check_streaming_export(model, files, chunk_size, left_context))
-    written = quantize_files(files, int8_files)
-    difference = int8_streaming_difference(files, int8_files, chunk_size, left_context)
+    logging.info(f"Exporting the streaming encoder {files['encoder'].name} (metadata {metadata}), the decoder and the joiner")
+    with written_together(files, int8_files) as (tmp_files, tmp_int8_files):
+        export_streaming_encoder(model, tmp_files["encoder"], chunk_size, params.feature_dim, metadata)
+        export_decoder_and_joiner(model, tmp_files, params)
+        check_streaming_export(model, tmp_files, chunk_size, left_context)
+        quantize_files(tmp_files, tmp_int8_files)
+        difference = int8_streaming_difference(tmp_files, tmp_int8_files, chunk_size, left_context)
     logging.info(f"int8 vs fp32, max abs difference of the streaming encoder output: {difference:.3g}")
-    return written
+    return log_written(files, int8_files)
 
 
 # The script: export-onnx.py's flags (--causal 1 and one --chunk-size / --left-context-frames value

@@ -128,8 +128,11 @@ def _session(filename: PathLike, num_threads: int) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.Fail) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a loadable ONNX model ({first_line}): export it again") from None
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise UserError(
+            f"ONNX model {path} ({path.stat().st_size} bytes) cannot be loaded, it is truncated or not an ONNX "
+            f"file ({reason}): export it again with export-onnx.py"
+        ) from None
 
 
 def _int_metadata(session: ort.InferenceSession, key: str, filename: PathLike) -> int:

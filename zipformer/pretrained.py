@@ -9,8 +9,8 @@ Usage:
 
 The checkpoint is any file holding {"model": state_dict} (pretrained.pt, epoch-N.pt). This
 project's files carry their configuration; icefall's pretrained.pt needs the model-shape flags it
-was trained with (the defaults are icefall's). Audio that is not 16 kHz is resampled;
-multi-channel audio is refused.
+was trained with (the defaults are icefall's). Audio that is not 16 kHz is resampled (lhotse's
+PyTorch resampler); multi-channel audio is averaged to mono.
 """
 import sys
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple  # noqa: E402
 import sentencepiece as spm  # noqa: E402
 import torch  # noqa: E402
 from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
+from lhotse.augmentation.resample import resample  # noqa: E402
 
 from zipformer.decoding import decode_batch  # noqa: E402
 from zipformer.model_args import add_model_arguments  # noqa: E402
@@ -71,14 +72,13 @@ def read_features(filenames: List[str]) -> List[torch.Tensor]:
             recording = Recording.from_file(name)
         except Exception as e:  # lhotse raises several types for unreadable audio
             raise UserError(f"cannot read audio file {name} ({e}): pass a wav/flac file") from None
-        if recording.num_channels != 1:
-            raise UserError(f"{name} has {recording.num_channels} channels: pass mono audio")
+        # Recording.resample would need scipy or torchaudio; lhotse's own resampler needs only torch.
+        samples = torch.from_numpy(recording.load_audio()).mean(dim=0, keepdim=True)
         if recording.sampling_rate != SAMPLE_RATE:
-            recording = recording.resample(SAMPLE_RATE)
-        samples = recording.load_audio()
+            samples = resample(samples, recording.sampling_rate, SAMPLE_RATE)
         if samples.shape[-1] < 0.1 * SAMPLE_RATE:
             raise UserError(f"{name} is shorter than 0.1 s: nothing to transcribe")
-        features.append(torch.from_numpy(extractor.extract(samples, SAMPLE_RATE)))
+        features.append(torch.from_numpy(extractor.extract(samples.numpy(), SAMPLE_RATE)))
     return features
 
 

@@ -13,8 +13,10 @@ import logging
 import os
 import random
 import resource
+import signal
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
@@ -37,7 +39,9 @@ from zipformer.checkpoint import (
     to_plain,
     update_averaged_model,
 )
+from zipformer.exp_dir import claim_exp_dir
 from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
+from zipformer.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
 from zipformer.model_args import add_model_arguments, check_causal, is_causal_state_dict
@@ -53,6 +57,9 @@ from zipformer.utils import (
     UserError,
     count_parameters,
     exit_on_user_error,
+    fail,
+    int_at_least,
+    positive_float,
     setup_logger,
     str2bool,
 )
@@ -88,38 +95,45 @@ class TrainingRecipe(ModelRecipe):
         `info`: the checkpoint's plain entries (loop state, average_period, model_config, vocabulary).
         """
 
+    def companion_prefixes(self, params: AttributeDict) -> Tuple[str, ...]:
+        """Name prefixes of the companion files of on_checkpoint_saved ("x-" for x-checkpoint-N.pt).
+
+        --keep-last-k prunes them with their checkpoint-N.pt.
+        """
+        return ()
+
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Training options")
-    group.add_argument("--world-size", type=int, default=1, help="Number of processes (GPUs) for DDP.")
+    group.add_argument("--world-size", type=int_at_least(1), default=1, help="Number of processes (GPUs) for DDP.")
     group.add_argument("--master-port", type=int, default=12354, help="Master port for DDP.")
     group.add_argument("--tensorboard", type=str2bool, default=True, help="Write tensorboard logs.")
-    group.add_argument("--num-epochs", type=int, default=30)
+    group.add_argument("--num-epochs", type=int_at_least(1), default=30)
     group.add_argument(
         "--start-epoch",
-        type=int,
+        type=int_at_least(1),
         default=1,
         help="Resume from epoch-{start_epoch-1}.pt when > 1.",
     )
     group.add_argument(
         "--start-batch",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="Resume from checkpoint-{start_batch}.pt (and its sampler state) when > 0.",
     )
     group.add_argument("--exp-dir", type=Path, default=Path("zipformer/exp"))
     group.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
-    group.add_argument("--base-lr", type=float, default=0.045)
-    group.add_argument("--lr-batches", type=float, default=7500)
-    group.add_argument("--lr-epochs", type=float, default=3.5)
+    group.add_argument("--base-lr", type=positive_float, default=0.045)
+    group.add_argument("--lr-batches", type=positive_float, default=7500)
+    group.add_argument("--lr-epochs", type=positive_float, default=3.5)
     group.add_argument(
         "--ref-duration",
-        type=float,
+        type=positive_float,
         default=600,
         help="Reference batch duration (s) for the batch count that drives the schedules.",
     )
-    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
-    group.add_argument("--prune-range", type=int, default=5, help="s_range of the pruned RNN-T loss.")
+    group.add_argument("--context-size", type=int_at_least(1), default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    group.add_argument("--prune-range", type=int_at_least(1), default=5, help="s_range of the pruned RNN-T loss.")
     group.add_argument("--lm-scale", type=float, default=0.25, help="lm_only_scale of the smoothed simple loss.")
     group.add_argument("--am-scale", type=float, default=0.0, help="am_only_scale of the smoothed simple loss.")
     group.add_argument("--simple-loss-scale", type=float, default=0.5, help="Simple-loss weight after warm-up.")
@@ -131,11 +145,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--inf-check", type=str2bool, default=False, help="Check every module output for inf/nan.")
-    group.add_argument("--save-every-n", type=int, default=4000, help="Write checkpoint-N.pt every N batches.")
-    group.add_argument("--keep-last-k", type=int, default=30, help="Keep only the newest k checkpoint-N.pt files.")
+    group.add_argument("--save-every-n", type=int_at_least(0), default=4000, help="Write checkpoint-N.pt every N batches (0: never).")
+    group.add_argument("--keep-last-k", type=int_at_least(1), default=30, help="Keep only the newest k checkpoint-N.pt files.")
     group.add_argument(
         "--average-period",
-        type=int,
+        type=int_at_least(1),
         default=200,
         help="Update the averaged model (model_avg) every this many batches.",
     )
@@ -143,21 +157,21 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use-bf16", type=str2bool, default=False, help="Mixed precision (bf16, CUDA only).")
     group.add_argument(
         "--num-threads",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="CPU threads per process (0: PyTorch's default). On a busy machine 1 avoids oversubscription.",
     )
-    group.add_argument("--log-interval", type=int, default=50, help="Log the loss every N batches.")
-    group.add_argument("--valid-interval", type=int, default=3000, help="Validate every N batches of an epoch.")
+    group.add_argument("--log-interval", type=int_at_least(1), default=50, help="Log the loss every N batches.")
+    group.add_argument("--valid-interval", type=int_at_least(1), default=3000, help="Validate every N batches of an epoch.")
     group.add_argument(
         "--warm-step",
-        type=int,
+        type=int_at_least(0),
         default=2000,
         help="Batches of simple/pruned loss warm-up when training from scratch (a fine-tune starts at the final scales).",
     )
     group.add_argument(
         "--max-bad-batches",
-        type=int,
+        type=int_at_least(1),
         default=20,
         help="Stop after this many batches in a row with a non-finite loss.",
     )
@@ -244,9 +258,11 @@ def loss_warm_step(params: AttributeDict, state: TrainingState) -> int:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """The peak of this epoch (GPU memory allocated, or resident memory); the process's peak where not measurable."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_resident_mb()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def register_inf_check_hooks(model: nn.Module) -> None:
@@ -345,6 +361,8 @@ class Trainer:
         self.tb_writer = None
         self.bad_batches_in_a_row = 0
         self.skipped_batches = 0
+        self.interrupted = False
+        self.unreadable_cuts = 0
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -472,14 +490,25 @@ class Trainer:
         if self.train_hours == 0:
             raise UserError(f"no training cuts left in {params.train_cuts} after filtering: check the cut files")
         logging.info(f"Training data: {self.train_hours:.2f} hours")
+        data.check_storage(train_cuts, "--train-cuts")
+        valid_cuts = data.load_valid_cuts()
+        for name, cuts in valid_cuts.items():
+            data.check_storage(cuts, f"--valid-cuts {name}")
         self.train_dl = data.train_dataloaders(
             train_cuts, sampler_state_dict=self.sampler_state, world_size=self.world_size, rank=self.rank
         )
-        self.valid_dls = {name: data.valid_dataloaders(cuts) for name, cuts in data.load_valid_cuts().items()}
+        self.valid_dls = {name: data.valid_dataloaders(cuts) for name, cuts in valid_cuts.items()}
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> None:
         params, state = self.params, self.state
+        if state.cur_epoch > params.num_epochs:
+            raise UserError(
+                f"nothing to train: the run starts at epoch {state.cur_epoch}, past --num-epochs "
+                f"{params.num_epochs}; raise --num-epochs to train more epochs"
+            )
+        if self.world_size == 1:
+            signal.signal(signal.SIGINT, self.on_first_interrupt)
         for epoch in range(state.cur_epoch, params.num_epochs + 1):
             self.scheduler.step_epoch(epoch - 1)
             fix_random_seed(params.seed + epoch - 1)
@@ -495,23 +524,31 @@ class Trainer:
                         copy_checkpoint(params.exp_dir / f"epoch-{epoch}.pt", params.exp_dir / f"best-{kind}-loss.pt")
         if self.skipped_batches:
             logging.warning(f"{self.skipped_batches} batches were skipped because of non-finite losses")
+        if self.unreadable_cuts:
+            logging.warning(f"{self.unreadable_cuts} cuts were skipped because their features could not be read")
         logging.info("Done!")
 
     def train_one_epoch(self) -> None:
         params, state, model = self.params, self.state, self.model
         self.recipe.set_train_mode(self.model_unwrapped, params)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_resident()
         tot_loss = MetricsTracker()
+        tot_loss.update(state.epoch_tot_loss)  # not empty only when resuming in the middle of this epoch
         epoch_start = time.time()
         audio_seconds = 0.0
-        audio_before = state.epoch_audio_done  # > 0 only when resuming in the middle of this epoch
+        audio_before = state.epoch_audio_done
         epoch_audio = self.train_hours * 3600 / self.world_size
-        for batch_idx, batch in enumerate(self.train_dl):
+        for batch_idx, batch in enumerate(self.train_dl, start=state.epoch_batches_done):
+            self.count_unreadable_cuts(batch)
             if batch_idx % 10 == 0:
                 set_batch_count(self.model_unwrapped, get_adjusted_batch_count(params, state))
             state.batch_idx_train += 1
             batch_size = len(batch["supervisions"]["text"])
             audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
             state.epoch_audio_done = audio_before + audio_seconds
+            state.epoch_batches_done = batch_idx + 1
 
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, loss_info = compute_loss(params, model, self.sp, batch, is_training=True, state=state)
@@ -519,13 +556,14 @@ class Trainer:
                 self.optimizer.zero_grad()
                 continue
             tot_loss = tot_loss * (1 - 1 / params.reset_interval) + loss_info
+            state.epoch_tot_loss = dict(tot_loss)
             self.scaler.scale(loss).backward()
             self.scheduler.step_batch(state.batch_idx_train)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad()
 
-            if self.rank == 0 and params.average_period > 0 and state.batch_idx_train % params.average_period == 0:
+            if self.rank == 0 and state.batch_idx_train % params.average_period == 0:
                 update_averaged_model(
                     {"average_period": params.average_period, "batch_idx_train": state.batch_idx_train},
                     model_cur=self.model_unwrapped,
@@ -542,8 +580,12 @@ class Trainer:
                 )
             if batch_idx % params.valid_interval == 0:
                 self.validate()
+            if self.interrupted:
+                self.save_and_stop()
 
         state.epoch_audio_done = 0.0
+        state.epoch_batches_done = 0
+        state.epoch_tot_loss = {}
         if audio_seconds == 0 and audio_before == 0:
             raise UserError(
                 f"epoch {state.cur_epoch} produced no batches: the training set ({epoch_audio:.0f} s per process) is "
@@ -554,10 +596,44 @@ class Trainer:
             state.best_train_epoch = state.cur_epoch
             state.best_train_loss = state.train_loss
         elapsed = time.time() - epoch_start
+        release_freed_memory()
         logging.info(
             f"Epoch {state.cur_epoch} done in {elapsed:.1f} s: {audio_seconds / max(elapsed, 1e-9):.1f} s of audio/s, "
-            f"peak memory {peak_memory_mb(self.device):.0f} MB"
+            f"peak memory {peak_memory_mb(self.device):.0f} MB, "
+            f"resident after freeing {resident_memory_mb():.0f} MB"
         )
+
+    def count_unreadable_cuts(self, batch: dict) -> None:
+        """Warn about the cuts SkipUnreadableCuts left out; stop when none of the batch was left."""
+        skipped = batch.get("skipped_cuts")
+        if not skipped:
+            return
+        self.unreadable_cuts += len(skipped)
+        if "inputs" not in batch:
+            raise UserError(
+                f"the features of every cut of a batch ({', '.join(skipped[:3])}, ...) can no longer be read: "
+                "restore the feature files (re-run the ./prepare.sh stage that writes them) and resume from the "
+                "last checkpoint"
+            )
+        logging.warning(
+            f"Skipping {len(skipped)} cut(s) whose features can no longer be read: {', '.join(skipped[:3])} "
+            f"({self.unreadable_cuts} so far)"
+        )
+
+    def on_first_interrupt(self, signum: int, frame: object) -> None:
+        """SIGINT handler: finish this batch, save, stop. A second Ctrl-C stops at once (KeyboardInterrupt)."""
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logging.warning("Ctrl-C: saving a checkpoint after this batch, then stopping (Ctrl-C again stops without saving)")
+
+    def save_and_stop(self) -> None:
+        batch = self.state.batch_idx_train
+        self.save_batch_checkpoint()
+        logging.warning(
+            f"Stopped by Ctrl-C after batch {batch}: saved {self.params.exp_dir}/checkpoint-{batch}.pt; "
+            f"resume with --start-batch {batch}"
+        )
+        raise SystemExit(130)
 
     def loss_is_finite(self, loss: torch.Tensor, batch: dict) -> bool:
         """Skip batches with a non-finite loss (on every rank alike); stop after many in a row."""
@@ -625,6 +701,7 @@ class Trainer:
             if loss_value < state.best_valid_loss:
                 state.best_valid_epoch = state.cur_epoch
                 state.best_valid_loss = loss_value
+        release_freed_memory()
         self.recipe.set_train_mode(self.model_unwrapped, params)
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -650,7 +727,8 @@ class Trainer:
         params = self.params
         self.save(params.exp_dir / f"checkpoint-{self.state.batch_idx_train}.pt")
         if self.rank == 0:
-            remove_checkpoints(out_dir=params.exp_dir, topk=params.keep_last_k)
+            for prefix in ("", *self.recipe.companion_prefixes(params)):
+                remove_checkpoints(out_dir=params.exp_dir, topk=params.keep_last_k, prefix=prefix)
 
 
 def run(
@@ -671,6 +749,8 @@ def run(
             trainer = Trainer(recipe, params, rank, world_size, given)
             trainer.setup()
             trainer.fit()
+    except KeyboardInterrupt:
+        fail("interrupted: stopped without saving; resume from the newest checkpoint-N.pt or epoch-N.pt")
     finally:
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -688,17 +768,24 @@ def init_distributed(rank: int, world_size: int, master_port: int) -> None:
 
 
 def main(recipe: TrainingRecipe) -> None:
-    """Entry point of a train.py: parse flags, then one process, mp.spawn, or a torchrun worker."""
+    """Entry point of a train.py: parse flags, then one process, mp.spawn, or a torchrun worker.
+
+    The process that starts the run (rank 0 under torchrun) claims --exp-dir first: it must be
+    writable and not in use by another training.
+    """
     parser = get_parser(recipe)
     args = parser.parse_args()
     given = flags_given(parser)
     args.exp_dir = Path(args.exp_dir)
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        # torchrun (possibly several machines): it started this process and set rank and world size.
-        world_size = int(os.environ["WORLD_SIZE"])
-        args.world_size = world_size
-        run(int(os.environ["RANK"]), world_size, args, recipe, given)
-    elif args.world_size > 1:
-        mp.spawn(run, args=(args.world_size, args, recipe, given), nprocs=args.world_size, join=True)
-    else:
-        run(0, 1, args, recipe, given)
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    claims = not torchrun or int(os.environ["RANK"]) == 0
+    with exit_on_user_error(), claim_exp_dir(args.exp_dir) if claims else nullcontext():
+        if torchrun:
+            # torchrun (possibly several machines): it started this process and set rank and world size.
+            world_size = int(os.environ["WORLD_SIZE"])
+            args.world_size = world_size
+            run(int(os.environ["RANK"]), world_size, args, recipe, given)
+        elif args.world_size > 1:
+            mp.spawn(run, args=(args.world_size, args, recipe, given), nprocs=args.world_size, join=True)
+        else:
+            run(0, 1, args, recipe, given)

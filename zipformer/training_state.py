@@ -6,7 +6,7 @@ every checkpoint under icefall's key names (batch_idx_train, best_valid_loss, ..
 top level, and restored from it on resume.
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 # Schedules (dropout, layer skip, ...) of a model that is being fine-tuned start at their final
@@ -25,6 +25,10 @@ class TrainingState:
     # Audio this process has trained on in the current epoch; saved, so a mid-epoch resume reports
     # its progress and ETA against what is left.
     epoch_audio_done: float = 0.0
+    # Batches of the current epoch trained so far and the running loss over them: a mid-epoch resume
+    # continues the log's batch numbers and its tot_loss.
+    epoch_batches_done: int = 0
+    epoch_tot_loss: dict = field(default_factory=dict)
     best_train_loss: float = math.inf
     best_valid_loss: float = math.inf
     best_train_epoch: int = -1
@@ -41,6 +45,6 @@ class TrainingState:
 
         batch_count_offset is not restored: it follows from how this run was started.
         """
-        for field in fields(self):
-            if field.name in saved and field.name != "batch_count_offset":
-                setattr(self, field.name, type(getattr(self, field.name))(saved[field.name]))
+        for item in fields(self):
+            if item.name in saved and item.name != "batch_count_offset":
+                setattr(self, item.name, type(getattr(self, item.name))(saved[item.name]))

@@ -23,8 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from zipformer.atomic import write_atomically
-from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint
+from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint, write_checkpoint_file
 from zipformer.utils import AttributeDict, UserError
 
 StateDict = Dict[str, torch.Tensor]
@@ -38,6 +37,7 @@ class Tuner(ABC):
     file_prefix: str  # tuner-only files are {file_prefix}epoch-N.pt, e.g. "adapter-"
     switch: str  # the on/off flag's dest (icefall's name), e.g. "use_adapters"
     size: str  # the flag that sizes the tuner, e.g. "adapter_dim"
+    size_default: int  # its default
     mergeable: bool = False  # whether merge() can fold it into the base weights
 
     @property
@@ -195,7 +195,7 @@ def save_tuner_file(
     if model_avg is not None:
         avg = tuner_tensors(model_avg.state_dict(), tuner)
         checkpoint["model_avg"] = {k: v.detach().to("cpu", torch.float32).clone() for k, v in avg.items()}
-    write_atomically(Path(filename), lambda tmp: torch.save(checkpoint, tmp))
+    write_checkpoint_file(Path(filename), checkpoint)
 
 
 def load_tuner_file(filename: Path, tuner: Tuner) -> dict:

@@ -17,17 +17,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional
 
-import torch
 from torch import nn
 
 from zipformer import decoding, onnx_export, onnx_export_streaming, pretrained, training
-from zipformer.atomic import atomic_write_text, write_atomically
+from zipformer.atomic import atomic_write_text
 from zipformer.checkpoint import (
     LoadedWeights,
     add_checkpoint_arguments,
     checkpoint_suffix,
     load_averaged_state_dict,
     read_model_file,
+    write_checkpoint_file,
 )
 from zipformer.decoding import DecodingSession
 from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, check_causal
@@ -110,6 +110,11 @@ def get_tuned_model(params: AttributeDict, tuner: Tuner) -> nn.Module:
     if params[tuner.switch]:
         count = tuner.inject(model, params)
         logging.info(f"{tuner.name}: {_flag(tuner.size)} {params[tuner.size]}, {count} parameters")
+    elif params[tuner.size] != tuner.size_default:
+        logging.warning(
+            f"{_flag(tuner.size)} {params[tuner.size]} is ignored: {_flag(tuner.switch)} 0 builds the model "
+            f"without {tuner.name} (pass {_flag(tuner.switch)} 1 to use them)"
+        )
     return model
 
 
@@ -170,6 +175,9 @@ class TunerTrainingRecipe(TrainingRecipe):
             self.tuner.set_train_mode(model)
         else:
             model.train()
+
+    def companion_prefixes(self, params: AttributeDict) -> tuple:
+        return (self.tuner.file_prefix,) if params[self.tuner.switch] else ()
 
     def on_checkpoint_saved(self, filename: Path, info: Mapping[str, Any], model: nn.Module, model_avg) -> None:
         if info["model_config"][self.tuner.switch]:
@@ -389,7 +397,7 @@ def merge_main(tuner: Tuner) -> None:
         "model_config": model_config(params, MODEL_CONFIG_KEYS),
         "vocabulary": weights.vocabulary,
     }
-    write_atomically(params.out, lambda tmp: torch.save(merged, tmp))
+    write_checkpoint_file(params.out, merged)
     print(f"wrote {params.out}: {len(merged['model'])} tensors, {weights.description} with {tuner.name} merged")
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from zipformer.scaling import SwooshL
 from zipformer.tuner import Tuner
-from zipformer.utils import AttributeDict, UserError, str2bool
+from zipformer.utils import AttributeDict, UserError, int_at_least, str2bool
 from zipformer.zipformer import Zipformer2EncoderLayer
 
 # Assignment order gives icefall's state_dict order (mid, post_sa, post_conv, adapter).
@@ -84,6 +84,7 @@ class AdapterTuner(Tuner):
     file_prefix = "adapter-"
     switch = "use_adapters"
     size = "adapter_dim"
+    size_default = 16
 
     def add_arguments(self, group: argparse._ArgumentGroup, for_training: bool) -> None:
         group.add_argument(
@@ -93,7 +94,12 @@ class AdapterTuner(Tuner):
             help="Put four residual bottleneck adapters into every encoder layer. With 0, training is "
             "full fine-tuning and decoding runs the original model (adapter weights are ignored).",
         )
-        group.add_argument("--adapter-dim", type=int, default=16, help="Bottleneck dimension of the adapters.")
+        group.add_argument(
+            "--adapter-dim",
+            type=int_at_least(1),
+            default=self.size_default,
+            help="Bottleneck dimension of the adapters (ignored, with a warning, under --use-adapters 0).",
+        )
         if for_training:
             group.add_argument(
                 "--adapter-init",

@@ -24,7 +24,7 @@ from torch import nn
 
 from zipformer.scaling import ActivationDropoutAndLinear
 from zipformer.tuner import Tuner
-from zipformer.utils import AttributeDict, UserError, str2bool
+from zipformer.utils import AttributeDict, UserError, int_at_least, str2bool
 from zipformer.zipformer import Zipformer2EncoderLayer
 
 # (module path inside a Zipformer2EncoderLayer) of every linear map LoRA adapts.
@@ -126,6 +126,7 @@ class LoraTuner(Tuner):
     file_prefix = "lora-"
     switch = "use_lora"
     size = "lora_r"
+    size_default = 8
     mergeable = True
 
     @property
@@ -140,7 +141,12 @@ class LoraTuner(Tuner):
             help="Add LoRA to the attention and feed-forward projections of every encoder layer. With 0, "
             "training is full fine-tuning and decoding runs the original model (LoRA weights are ignored).",
         )
-        group.add_argument("--lora-r", type=int, default=8, help="The rank r of the low-rank terms B A.")
+        group.add_argument(
+            "--lora-r",
+            type=int_at_least(1),
+            default=self.size_default,
+            help="The rank r of the low-rank terms B A (ignored, with a warning, under --use-lora 0).",
+        )
         group.add_argument(
             "--lora-alpha", type=float, default=4.0, help="The terms are scaled by alpha / r (icefall: 4)."
         )
