@@ -4,7 +4,8 @@
 #
 # Usage: ./local/compare_tuners.sh [--epochs N] [--exp-root DIR] [--num-threads N] [--methods "a b ..."]
 #   methods: adapter8 adapter16 lora4 lora8 lora16 full (default: all)
-# Needs the data of ./prepare.sh (run ./run.sh --stop-stage 1 first). For each method: fine-tune,
+# Needs the data of ./prepare.sh (run ./run.sh --stop-stage 1 first). For each method: fine-tune
+# (skipped when its last epoch-N.pt exists, so an interrupted comparison goes on where it stopped),
 # decode both test sets with the tuner on and off (forgetting report), export int8 ONNX (LoRA merged)
 # and decode the target test set with onnxruntime; then local/summarize_tuners.py writes
 # $exp_root/summary.md.
@@ -54,9 +55,13 @@ for method in $methods; do
     full) recipe=zipformer; flags=(--base-lr 0.0045) ;;
     *) echo "compare_tuners.sh: error: unknown method '$method' (adapterN, loraN or full)" >&2; exit 1 ;;
   esac
-  log "$method: fine-tune $epochs epochs"
-  run "./$recipe/train.py" --num-epochs "$epochs" --start-epoch 1 --finetune-ckpt pretrained/base.pt \
-    --exp-dir "$dir" "${flags[@]}" "${common[@]}"
+  if [[ -f $dir/epoch-$epochs.pt ]]; then
+    log "$method: $dir/epoch-$epochs.pt exists, not training again (remove $dir to retrain)"
+  else
+    log "$method: fine-tune $epochs epochs"
+    run "./$recipe/train.py" --num-epochs "$epochs" --start-epoch 1 --finetune-ckpt pretrained/base.pt \
+      --exp-dir "$dir" "${flags[@]}" "${common[@]}"
+  fi
   if [[ $recipe == zipformer ]]; then
     run ./zipformer/decode.py --exp-dir "$dir" "${decode_common[@]}"
     export_flags=()
