@@ -22,7 +22,7 @@ while (($#)); do
     --exp-root) exp_root="${2:?--exp-root needs a value}"; shift 2 ;;
     --num-threads) num_threads="${2:?--num-threads needs a value}"; shift 2 ;;
     --methods) methods="${2:?--methods needs a value}"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare_tuners.sh: error: unknown option '$1' (see --help)" >&2; exit 1 ;;
   esac
 done

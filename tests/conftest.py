@@ -141,9 +141,10 @@ def tiny_base_exp(tiny_corpus, tmp_path_factory) -> Path:
     return exp_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def causal_exp(tiny_corpus, tmp_path_factory) -> Path:
-    """A tiny causal model trained for 2 epochs with icefall's default chunk/left-context lists."""
+    """A tiny causal model trained for 2 epochs with icefall's default chunk/left-context lists
+    (one per test module: the modules write their own result files into it)."""
     exp_dir = tmp_path_factory.mktemp("causal_exp")
     run_script(
         "zipformer/train.py", "--num-epochs", "2", "--exp-dir", exp_dir, "--tensorboard", "0",

@@ -88,19 +88,37 @@ def test_streaming_pretrained_prints_partial_and_final_results(tiny_corpus, caus
     assert last_partial == {name: text for name, text in got.items() if text}
 
 
+@pytest.fixture(scope="module")
+def icefall_style(causal_exp, tiny_base_exp, tmp_path_factory) -> dict:
+    """The causal and the base epoch-2.pt as icefall writes them: weights only, no configuration."""
+    dirs = {}
+    for name, exp_dir in (("causal", causal_exp), ("base", tiny_base_exp)):
+        dirs[name] = tmp_path_factory.mktemp(f"icefall_{name}")
+        checkpoint = torch.load(exp_dir / "epoch-2.pt", weights_only=True)
+        torch.save({"model": checkpoint["model"]}, dirs[name] / "epoch-2.pt")
+    return dirs
+
+
 @pytest.mark.parametrize(
     "script, exp, extra, message",
     [
-        ("zipformer/decode.py", "causal", [], "is a causal (streaming) model: pass --causal 1"),
-        ("zipformer/decode.py", "base", CHUNK_FLAGS, "is a non-causal model: pass --causal 0"),
+        # This project's checkpoints say whether they are causal: no --causal needed, but one latency.
+        ("zipformer/decode.py", "causal", [], "one --chunk-size"),
         ("zipformer/decode.py", "causal", ["--causal", "1"], "one --chunk-size"),
-        ("zipformer/streaming_decode.py", "causal", [], "needs a causal model: pass --causal 1"),
+        ("zipformer/decode.py", "base", CHUNK_FLAGS, "--causal 1 contradicts"),
+        ("zipformer/decode.py", "base", ["--chunk-size", "16"], "--chunk-size 16 needs --causal 1"),
+        ("zipformer/streaming_decode.py", "causal", [], "one --chunk-size"),
         ("zipformer/streaming_decode.py", "causal", [*CHUNK_FLAGS, "--decoding-method", "beam_search"], "not available"),
-        ("zipformer/decode.py", "causal", ["--chunk-size", "16"], "--chunk-size 16 needs --causal 1"),
+        ("zipformer/streaming_decode.py", "base", [], "needs a causal model: pass --causal 1"),
+        # icefall's files carry no configuration: their keys tell, and the error names the flag.
+        ("zipformer/decode.py", "icefall-causal", [], "is a causal (streaming) model: pass --causal 1"),
+        ("zipformer/decode.py", "icefall-base", CHUNK_FLAGS, "is a non-causal model: pass --causal 0"),
     ],
 )
-def test_causal_flag_mismatches_are_one_clear_line(tiny_corpus, causal_exp, tiny_base_exp, script, exp, extra, message):
-    exp_dir = causal_exp if exp == "causal" else tiny_base_exp
+def test_causal_flag_mismatches_are_one_clear_line(
+    tiny_corpus, causal_exp, tiny_base_exp, icefall_style, script, exp, extra, message
+):
+    exp_dir = {"causal": causal_exp, "base": tiny_base_exp}.get(exp) or icefall_style[exp.removeprefix("icefall-")]
     line = last_line(decode(script, tiny_corpus, exp_dir, *extra, check=False))
     assert line.startswith("error: ") and message in line, line
 
