@@ -79,4 +79,4 @@ for method in $methods; do
     --tokens data/lang_bpe_500/tokens.txt --test-cuts target=data/fbank/target_cuts_test.jsonl.gz \
     --num-threads "$num_threads" --exp-dir "$dir/onnx"
 done
-run ./local/summarize_tuners.py --exp-root "$exp_root" --epochs "$epochs"
+run ./local/summarize_tuners.py --exp-root "$exp_root" --epochs "$epochs" --plot "$exp_root/wer_vs_trainable_params.png"

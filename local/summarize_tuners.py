@@ -3,7 +3,8 @@
 
 Per method: trainable parameters, target and source test WER (tuner on / off), seconds per epoch
 and peak memory of the fine-tune, and the deployed int8 ONNX files (size, onnxruntime real-time
-factor and WER on the target test set).
+factor and WER on the target test set). With --plot FILE it also draws the target test WER against
+the number of trainable parameters.
 """
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ import argparse  # noqa: E402
 import re  # noqa: E402
 from datetime import datetime  # noqa: E402
 from typing import List, Optional  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 
 from local.summarize_run import fmt, read_wer, training_stats  # noqa: E402
 from zipformer.atomic import atomic_write_text  # noqa: E402
@@ -71,14 +77,44 @@ def table(exp_root: Path, epochs: int) -> List[str]:
     return lines
 
 
+def plot(exp_root: Path, epochs: int, filename: Path) -> None:
+    """Target test WER against trainable parameters (log scale), one point per method."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, (label, on, _) in METHODS.items():
+        method_dir = exp_root / method
+        trainable = training_stats(method_dir).get("trainable") if method_dir.is_dir() else None
+        wer = read_wer(method_dir / "greedy_search", "target", f"epoch-{epochs}-avg-1-*{on}")
+        if trainable is None or wer is None:
+            continue
+        count = int(trainable.split()[0].replace(",", ""))
+        lora = method.startswith("lora")
+        ax.scatter(count, wer, color="tab:red" if lora else "tab:blue")
+        # LoRA labels above the points, the others below: neighbouring points keep readable labels.
+        ax.annotate(label, (count, wer), textcoords="offset points", xytext=(4, 5 if lora else -11), fontsize=8)
+    base = read_wer(exp_root / "base" / "greedy_search", "target", "*")
+    if base is not None:
+        ax.axhline(base, color="gray", linestyle="--", label=f"base model ({base:.1f})")
+        ax.legend()
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("target test WER %")
+    ax.set_title(f"Fine-tuning the embedded story's base, {epochs} epochs")
+    fig.tight_layout()
+    fig.savefig(filename, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp-root", type=Path, default=Path("exp/tuners"))
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--plot", type=Path, default=None, help="Also draw WER against trainable parameters here.")
     args = parser.parse_args()
     text = "\n".join(table(args.exp_root, args.epochs)) + "\n"
     atomic_write_text(args.exp_root / "summary.md", text)
     print(text)
+    if args.plot is not None:
+        plot(args.exp_root, args.epochs, args.plot)
 
 
 if __name__ == "__main__":
