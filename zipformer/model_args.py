@@ -12,7 +12,7 @@ from zipformer.joiner import Joiner
 from zipformer.model import AsrModel
 from zipformer.scaling import ScheduledFloat
 from zipformer.subsampling import Conv2dSubsampling
-from zipformer.utils import AttributeDict, UserError, str2bool
+from zipformer.utils import AttributeDict, UserError, flag_name, str2bool
 from zipformer.zipformer import Zipformer2
 
 # icefall's training lists; without --causal only these (or -1, no chunking) are accepted.
@@ -134,9 +134,6 @@ _RUN_TIME_FLAGS = ("chunk_size", "left_context_frames")
 MODEL_CONFIG_KEYS = tuple(k for k in _model_flag_dests() if k not in _RUN_TIME_FLAGS) + ("context_size",)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
 
 def model_shape(params: AttributeDict) -> AttributeDict:
     """Validated per-stack shape values from `params`, each a tuple with one entry per stack.
@@ -158,7 +155,7 @@ def model_shape(params: AttributeDict) -> AttributeDict:
                 values = values * num_stacks
             if len(values) != num_stacks:
                 raise UserError(
-                    f"{_flag(name)} has {len(values)} values but --downsampling-factor has "
+                    f"{flag_name(name)} has {len(values)} values but --downsampling-factor has "
                     f"{num_stacks} stacks: give 1 or {num_stacks} comma-separated values"
                 )
             shape[name] = values
@@ -167,7 +164,7 @@ def model_shape(params: AttributeDict) -> AttributeDict:
 
     for name in PER_STACK_FLAGS + ("downsampling_factor",):
         if min(shape[name]) < 1:
-            raise UserError(f"{_flag(name)} values must be positive, got {shape[name]}")
+            raise UserError(f"{flag_name(name)} values must be positive, got {shape[name]}")
     if any(k % 2 == 0 for k in shape.cnn_module_kernel):
         raise UserError(f"--cnn-module-kernel values must be odd, got {shape.cnn_module_kernel}")
     if any(u > d for u, d in zip(shape.encoder_unmasked_dim, shape.encoder_dim)):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Sequence
 
 from zipformer.checkpoint import to_plain
-from zipformer.utils import AttributeDict, UserError
+from zipformer.utils import AttributeDict, UserError, flag_name
 
 
 def flags_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> frozenset[str]:
@@ -35,9 +35,6 @@ def model_config(params: Mapping[str, Any], keys: Iterable[str]) -> dict[str, An
     """The values of `keys` in params, as plain data to store in a checkpoint."""
     return {key: to_plain(params[key]) for key in keys if key in params}
 
-
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
 
 
 def _shown(value: Any) -> str:
@@ -71,7 +68,7 @@ def apply_model_config(
             if typed == value or (key in off_switches and not typed):
                 continue
             raise UserError(
-                f"{_flag(key)} {_shown(typed)} contradicts {source}, which was trained with "
-                f"{_flag(key)} {_shown(value)}: drop the flag (the checkpoint's configuration is used)"
+                f"{flag_name(key)} {_shown(typed)} contradicts {source}, which was trained with "
+                f"{flag_name(key)} {_shown(value)}: drop the flag (the checkpoint's configuration is used)"
             )
         params[key] = tuple(value) if isinstance(value, list) else value

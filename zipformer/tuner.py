@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from zipformer.checkpoint import read_checkpoint_file, tensors_fingerprint, write_checkpoint_file
-from zipformer.utils import AttributeDict, UserError
+from zipformer.utils import AttributeDict, UserError, flag_name
 
 StateDict = Dict[str, torch.Tensor]
 TUNER_FILE_FORMAT = 2
@@ -123,8 +123,7 @@ def tuner_disabled(model: nn.Module, tuner: Tuner) -> Iterator[None]:
 
 def check_tuner_size(state_dict: Mapping[str, torch.Tensor], tuner: Tuner, expected: int, source: str) -> None:
     found = tuner.size_of(state_dict)
-    flag = "--" + tuner.size.replace("_", "-")
-    switch = "--" + tuner.switch.replace("_", "-")
+    flag, switch = flag_name(tuner.size), flag_name(tuner.switch)
     if found is None:
         raise UserError(f"{source} has no {tuner.name} weights: pass {switch} 0, or a checkpoint trained with {tuner.name}")
     if found != expected:
@@ -153,7 +152,7 @@ def load_with_tuner(
         )
     given = tuner_tensors(state_dict, tuner)
     wanted = set(tuner_tensors(expected, tuner))
-    switch = "--" + tuner.switch.replace("_", "-")
+    switch = flag_name(tuner.switch)
     if given:
         if not wanted:
             raise UserError(f"{source} has {tuner.name} but the model has none: pass {switch} 1")

@@ -49,7 +49,7 @@ from zipformer.tuner import (
     tuner_disabled,
     tuner_tensors,
 )
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error, str2bool
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, flag_name, str2bool
 
 # Without data flags a fine-tune trains on the new domain, as icefall's adapter recipe defaults to
 # GigaSpeech: its cut files when prepared (./prepare.sh --dataset gigaspeech), else the embedded
@@ -70,9 +70,6 @@ def default_cuts(manifest_dir: Path) -> tuple[str, str, str]:
         train, what = manifest_dir / EMBEDDED_TRAIN, "the embedded target domain"
     return what, str(train), ",".join(f"{k}={v}" for k, v in valid.items())
 
-
-def _flag(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
 
 
 def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_training: bool) -> None:
@@ -109,11 +106,11 @@ def get_tuned_model(params: AttributeDict, tuner: Tuner) -> nn.Module:
     model = get_base_model(params)
     if params[tuner.switch]:
         count = tuner.inject(model, params)
-        logging.info(f"{tuner.name}: {_flag(tuner.size)} {params[tuner.size]}, {count} parameters")
+        logging.info(f"{tuner.name}: {flag_name(tuner.size)} {params[tuner.size]}, {count} parameters")
     elif params[tuner.size] != tuner.size_default:
         logging.warning(
-            f"{_flag(tuner.size)} {params[tuner.size]} is ignored: {_flag(tuner.switch)} 0 builds the model "
-            f"without {tuner.name} (pass {_flag(tuner.switch)} 1 to use them)"
+            f"{flag_name(tuner.size)} {params[tuner.size]} is ignored: {flag_name(tuner.switch)} 0 builds the model "
+            f"without {tuner.name} (pass {flag_name(tuner.switch)} 1 to use them)"
         )
     return model
 
@@ -237,7 +234,7 @@ class TunerDecodingRecipe(DecodingRecipe):
         base = base_tensors(state_dict, tuner)
         if len(base) < len(state_dict):
             logging.info(
-                f"{_flag(tuner.switch)} 0: ignoring the checkpoint's {len(state_dict) - len(base)} "
+                f"{flag_name(tuner.switch)} 0: ignoring the checkpoint's {len(state_dict) - len(base)} "
                 f"{tuner.name} tensors (the original model)"
             )
         load_with_tuner(model, base, tuner, weights.source, required=False)
@@ -281,7 +278,7 @@ def get_decode_parser(tuner: Tuner) -> argparse.ArgumentParser:
 def decode_main(tuner: Tuner) -> None:
     parser = get_decode_parser(tuner)
     args = parser.parse_args()
-    switch = _flag(tuner.switch)
+    switch = flag_name(tuner.switch)
     with exit_on_user_error():
         if args.forgetting_report and not getattr(args, tuner.switch):
             raise UserError(f"--forgetting-report compares {tuner.name} off and on: it needs {switch} 1")
@@ -320,7 +317,7 @@ def get_export_parser(
     parser = exporter.get_parser(TunerDecodingRecipe(tuner), default_exp_dir)
     if tuner.mergeable:
         parser.add_argument(
-            _flag(_merge_flag(tuner)),
+            flag_name(_merge_flag(tuner)),
             type=str2bool,
             default=False,
             help=f"Fold the {tuner.name} into the base weights first: the files are a plain Zipformer "
@@ -383,7 +380,7 @@ def merge_main(tuner: Tuner) -> None:
     recipe = TunerDecodingRecipe(tuner)
     with exit_on_user_error():
         if not params[tuner.switch]:
-            raise UserError(f"{_flag(tuner.switch)} 0 leaves nothing to merge: drop the flag")
+            raise UserError(f"{flag_name(tuner.switch)} 0 leaves nothing to merge: drop the flag")
         weights = resolve_weights(params, recipe, flags_given(parser))
         embedding = weights.state_dict.get("decoder.embedding.weight")
         if embedding is None:

@@ -60,6 +60,11 @@ def str2bool(v: Any) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no), got '{v}'")
 
 
+def flag_name(dest: str) -> str:
+    """The command-line spelling of an argparse dest: "adapter_dim" -> "--adapter-dim"."""
+    return "--" + dest.replace("_", "-")
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= minimum, so a bad value fails at parse time, naming the flag."""
 
