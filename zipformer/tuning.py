@@ -201,12 +201,8 @@ class TunerDecodingRecipe(DecodingRecipe):
             if not params.base_ckpt:
                 raise UserError(f"--{tuner.file_prefix}ckpt needs --base-ckpt (the base model it was trained on)")
             checkpoint = load_tuner_file(Path(params.tuner_ckpt), tuner)
-            base = read_model_file(params.base_ckpt, flag="--base-ckpt").state_dict
-            combined = combine_base_and_tuner(
-                base, checkpoint["model"], checkpoint["base_fingerprint"], params.base_ckpt, params.tuner_ckpt, tuner
-            )
             return LoadedWeights(
-                combined,
+                self._on_base(params.base_ckpt, checkpoint["model"], checkpoint["base_fingerprint"], params.tuner_ckpt),
                 f"{params.base_ckpt} with the {tuner.name} of {params.tuner_ckpt}",
                 params.tuner_ckpt,
                 checkpoint.get("model_config"),
@@ -216,14 +212,17 @@ class TunerDecodingRecipe(DecodingRecipe):
             tensors = load_averaged_state_dict(params, device="cpu", prefix=tuner.file_prefix)
             # The newest tuner file used (for --iter: the newest at or below it) names the base.
             fingerprint = load_tuner_file(Path(tensors.source), tuner)["base_fingerprint"]
-            base = read_model_file(params.base_ckpt, flag="--base-ckpt").state_dict
-            combined = combine_base_and_tuner(
-                base, tensors.state_dict, fingerprint, params.base_ckpt, tensors.source, tuner
-            )
             return replace(
-                tensors, state_dict=combined, description=f"{params.base_ckpt} with {tuner.name}: {tensors.description}"
+                tensors,
+                state_dict=self._on_base(params.base_ckpt, tensors.state_dict, fingerprint, tensors.source),
+                description=f"{params.base_ckpt} with {tuner.name}: {tensors.description}",
             )
         return super().load_state_dict(params)
+
+    def _on_base(self, base_ckpt: str, tensors: StateDict, fingerprint: str, tuner_source: str) -> StateDict:
+        """The tuner tensors on the weights of --base-ckpt, which must be the base they were trained on."""
+        base = read_model_file(base_ckpt, flag="--base-ckpt").state_dict
+        return combine_base_and_tuner(base, tensors, fingerprint, base_ckpt, tuner_source, self.tuner)
 
     def load_weights(self, model: nn.Module, weights: LoadedWeights, params: AttributeDict) -> None:
         tuner, state_dict = self.tuner, weights.state_dict
