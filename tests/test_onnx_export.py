@@ -28,6 +28,7 @@ from zipformer.model_args import add_model_arguments
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import model_config
 from zipformer.onnx_export import OnnxDecoder, OnnxEncoder, OnnxJoiner, read_metadata
+from zipformer.recipe import DecodingRecipe
 from zipformer.onnx_inference import (
     LOG_EPS,
     OnnxTransducer,
@@ -473,6 +474,32 @@ def test_base_recipe_exports_the_averaged_model(tiny):
     x, x_lens = pad_features(random_features(5, [90, 133]))
     with torch.no_grad():
         expected, _ = OnnxEncoder(tiny.base_model)(torch.from_numpy(x), torch.from_numpy(x_lens))
+    encoder_out, _ = transducer(written).run_encoder(x, x_lens)
+    assert np.abs(encoder_out - expected.numpy()).max() < 1e-4
+
+
+def test_a_causal_model_exports_its_full_context_forward_whatever_the_chunk_flags(tmp_path, tiny):
+    """The traced graph is the full-context forward; the check after writing compares it with
+    PyTorch's full-context output, not with a forward at --chunk-size (which would fail it)."""
+    params = model_params(use_adapters=False)
+    params.update(causal=True, chunk_size=(16, -1), left_context_frames=(64, -1))
+    torch.manual_seed(0)
+    model = get_base_model(params)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "chunkwise_conv_scale" in name:
+                param.normal_(0.0, 0.5)  # chunk edges matter
+    torch.save(
+        {"model": model.state_dict(), "model_config": model_config(params, DecodingRecipe().config_keys)},
+        tmp_path / "epoch-1.pt",
+    )
+    argv = ["--tokens", str(tiny.tokens), "--exp-dir", str(tmp_path), "--epoch", "1", "--avg", "1",
+            "--use-averaged-model", "0", "--chunk-size", "16", "--left-context-frames", "64"]
+    written = run_main(BASE_EXPORT, argv)
+    x, x_lens = pad_features(random_features(7, [90, 133]))
+    model.encoder.chunk_size, model.encoder.left_context_frames = (-1,), (-1,)
+    with torch.no_grad():
+        expected, _ = OnnxEncoder(model.eval())(torch.from_numpy(x), torch.from_numpy(x_lens))
     encoder_out, _ = transducer(written).run_encoder(x, x_lens)
     assert np.abs(encoder_out - expected.numpy()).max() < 1e-4
 

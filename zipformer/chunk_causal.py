@@ -137,7 +137,8 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
             lengths = lengths.to(device)
             single = (lengths < chunk_size) if chunk_size > 0 else torch.ones_like(lengths, dtype=torch.bool)
             own_chunk = torch.where(single, lengths, torch.full_like(lengths, batch_chunk)).clamp(min=1)
-            if not bool((own_chunk == batch_chunk).all()):
+            # A traced graph must hold the general case: its batches come with any lengths.
+            if torch.jit.is_tracing() or not bool((own_chunk == batch_chunk).all()):
                 own_chunk = own_chunk.unsqueeze(1)
                 position = frames.unsqueeze(0) % own_chunk
                 scale = edge_scales(self.chunkwise_conv_scale, position, own_chunk.expand_as(position))

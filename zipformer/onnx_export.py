@@ -444,6 +444,9 @@ def export(
     `given`: the flags typed on the command line (zipformer.model_config.flags_given).
     """
     model, state_dict = load_export_model(params, recipe, given)
+    # The traced graph of a causal model is its full-context forward (Zipformer2.chunk_config):
+    # the PyTorch reference it is checked against must be too, whatever --chunk-size says.
+    model.encoder.chunk_size, model.encoder.left_context_frames = (-1,), (-1,)
     files, int8_files = onnx_file_names(Path(params.exp_dir), file_suffix(params))
     metadata = encoder_metadata_of(ENCODER_METADATA, params, state_dict, encoder_metadata)
     logging.info(f"Exporting {files['encoder'].name} (metadata {metadata}), the decoder and the joiner")
