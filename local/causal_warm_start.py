@@ -34,25 +34,25 @@ StateDict = Dict[str, torch.Tensor]
 _CONV = re.compile(r"\.conv_module[12]\.depthwise_conv\.(weight|bias)$")
 
 
-def causal_state_dict(non_causal: StateDict) -> StateDict:
+def causal_state_dict(non_causal: StateDict, dtype: torch.dtype = torch.float32) -> StateDict:
     """Map a non-causal state_dict to a causal one (see the module docstring).
 
     For each `...depthwise_conv.weight` (C, 1, k) and `.bias` (C,):
       chunkwise_conv.weight, .bias = weight, bias;  causal_conv.weight (C, 1, (k+1)/2) = 0,
-      causal_conv.bias = 0;  chunkwise_conv_scale (2, C, k) = 0.
+      causal_conv.bias = 0;  chunkwise_conv_scale (2, C, k) = 0. Floating tensors become `dtype`.
     """
     out: StateDict = {}
     for key, value in non_causal.items():
-        value = value.float() if value.is_floating_point() else value
+        value = value.to(dtype) if value.is_floating_point() else value
         if not _CONV.search(key):
             out[key] = value
             continue
         prefix, name = key.rsplit(".", 1)
         if name == "weight":
             channels, _, kernel = value.shape
-            out[f"{prefix}.chunkwise_conv_scale"] = torch.zeros(2, channels, kernel)
-            out[f"{prefix}.causal_conv.weight"] = torch.zeros(channels, 1, (kernel + 1) // 2)
-            out[f"{prefix}.causal_conv.bias"] = torch.zeros(channels)
+            out[f"{prefix}.chunkwise_conv_scale"] = torch.zeros(2, channels, kernel, dtype=dtype)
+            out[f"{prefix}.causal_conv.weight"] = torch.zeros(channels, 1, (kernel + 1) // 2, dtype=dtype)
+            out[f"{prefix}.causal_conv.bias"] = torch.zeros(channels, dtype=dtype)
         out[f"{prefix}.chunkwise_conv.{name}"] = value
     return out
 
@@ -61,6 +61,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="A non-causal model file (pretrained.pt, epoch-N.pt).")
     parser.add_argument("--out", type=Path, required=True, help="The causal model file to write.")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float16"), default="float32",
+        help="float16 halves the file (how pretrained/ ships models; loading casts back to float32).",
+    )
     return parser
 
 
@@ -76,7 +80,7 @@ def main() -> None:
                 "./local/stamp_model_config.py"
             )
     converted = {
-        "model": causal_state_dict(loaded.state_dict),
+        "model": causal_state_dict(loaded.state_dict, getattr(torch, args.dtype)),
         "model_config": {**loaded.model_config, "causal": True},
         "vocabulary": loaded.vocabulary,
     }
