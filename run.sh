@@ -2,7 +2,8 @@
 # The main job: replay the adapter domain-adaptation story on the embedded offline corpus.
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--quick] [--pretrain] [--adapter-dim B]
-#                 [--full-finetune] [--exp-root DIR] [--num-threads N]
+#                 [--full-finetune] [--streaming] [--chunk-size C] [--left-context-frames L]
+#                 [--exp-root DIR] [--num-threads N]
 #
 #   stage 0  set up: Debian packages and .venv (local/setup.sh)
 #   stage 1  data: both synthesized domains (./prepare.sh); the source train split only with --pretrain
@@ -15,6 +16,11 @@
 #   stage 7  export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx
 #   stage 8  summary table -> $exp_root/summary.md (with the commands that produced it)
 #
+# --streaming: the story with the causal base pretrained/causal_base.pt (one file decodes in full
+#   context and streaming; --pretrain trains it with --causal 1), into exp-streaming/ unless
+#   --exp-root says otherwise: stages 3 and 5 also decode chunk by chunk (streaming_decode.py) with
+#   --chunk-size C (default 16 frames of 50 Hz: 320 ms) and --left-context-frames L (default 128),
+#   and stage 7 exports the streaming ONNX files and decodes with sherpa-onnx's online recognizer.
 # --quick: tiny corpus and a short fine-tune (a smoke test of every stage; CI runs it).
 # Real corpora on GPUs (see README.md):
 #   ./prepare.sh --dataset gigaspeech ...; then stages 4-7 with --dataset gigaspeech
@@ -27,8 +33,11 @@ stop_stage=100
 quick=false
 pretrain=false
 full_finetune=false
+streaming=false
+chunk_size=16
+left_context_frames=128
 adapter_dim=8  # 1.48% of the small base model, like dim 16 (1.15%) on the normal one
-exp_root=exp
+exp_root=""
 num_threads=2
 dataset=synth
 finetune_ckpt=""
@@ -45,6 +54,9 @@ while (($#)); do
     --quick) quick=true; shift ;;
     --pretrain) pretrain=true; shift ;;
     --full-finetune) full_finetune=true; shift ;;
+    --streaming) streaming=true; shift ;;
+    --chunk-size) chunk_size=$(value "$@"); shift 2 ;;
+    --left-context-frames) left_context_frames=$(value "$@"); shift 2 ;;
     --adapter-dim) adapter_dim=$(value "$@"); shift 2 ;;
     --exp-root) exp_root=$(value "$@"); shift 2 ;;
     --num-threads) num_threads=$(value "$@"); shift 2 ;;
@@ -56,6 +68,9 @@ while (($#)); do
 done
 [[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage and --stop-stage take integers (see ./run.sh --help)"
 [[ $adapter_dim =~ ^[1-9][0-9]*$ && $num_threads =~ ^[1-9][0-9]*$ ]] || die "--adapter-dim and --num-threads take positive integers"
+[[ $chunk_size =~ ^[1-9][0-9]*$ && $left_context_frames =~ ^[1-9][0-9]*$ ]] \
+  || die "--chunk-size and --left-context-frames take positive integers (frames of 50 Hz, e.g. 16 and 128)"
+if [[ -z $exp_root ]]; then $streaming && exp_root=exp-streaming || exp_root=exp; fi
 [[ $dataset == synth ]] || die "--dataset $dataset: the real-corpus runs need GPUs and downloads; follow README.md section 'The real experiment'"
 [[ -z $finetune_ckpt ]] || die "--finetune-ckpt is for the real experiment (README.md); the embedded run uses pretrained/base.pt"
 
@@ -78,6 +93,11 @@ base_model_flags=(
   --encoder-dim 128,128,128,128,128,128 --encoder-unmasked-dim 128,128,128,128,128,128
   --num-heads 4,4,4,4,4,4 --decoder-dim 256 --joiner-dim 256
 )
+shipped_base=pretrained/base.pt
+if $streaming; then
+  base_model_flags+=(--causal 1)
+  shipped_base=pretrained/causal_base.pt
+fi
 base_dir=$exp_root/base
 adapter_dir=$exp_root/adapter_dim$adapter_dim
 full_dir=$exp_root/full_finetune
@@ -98,7 +118,11 @@ fi
 # The base model is shipped: only pretraining needs the source train split (7000 utterances, 6.9 h).
 if $pretrain; then prepare_args+=(--source-train 7000); else prepare_args+=(--source-train 0); fi
 model_flags=(--bpe-model data/lang_bpe_500/bpe.model --num-workers 0)
-decode_flags=("${model_flags[@]}" --max-duration 100)
+# A causal base decodes in full context when asked to (a non-causal one always does), or at one latency.
+full_context=(--chunk-size -1 --left-context-frames -1)
+latency=(--chunk-size "$chunk_size" --left-context-frames "$left_context_frames")
+decode_flags=("${model_flags[@]}" --max-duration 100 "${full_context[@]}")
+stream_flags=("${model_flags[@]}" --max-duration 100 "${latency[@]}" --num-decode-streams 500)
 # 25-s batches: 0.9 h of target audio is then about 130 updates per epoch. An epoch takes about
 # the same time (70 s on 2 cores) whatever the batch size, and the adapters' target-dev loss fell
 # about twice as far per epoch with 50-s as with 100-s batches, and further with 25-s ones (RESULTS.md).
@@ -127,8 +151,8 @@ if stage_on 2; then
       --log-interval 20 --valid-interval 400 --num-workers 1 --num-threads "$num_threads"
     run ./local/export_base_model.py --exp-dir "$base_dir/train" --epoch 40 --avg 10 --out "$base_dir/pretrained.pt"
   else
-    log "stage 2: use the shipped base model pretrained/base.pt"
-    cp pretrained/base.pt "$base_dir/pretrained.pt"
+    log "stage 2: use the shipped base model $shipped_base"
+    cp "$shipped_base" "$base_dir/pretrained.pt"
   fi
   ./local/check_lang.py --bpe-model data/lang_bpe_500/bpe.model --expected pretrained/bpe.model
   # icefall's convention for decoding a single pretrained file: call it an epoch checkpoint.
@@ -139,6 +163,10 @@ if stage_on 3; then
   log "stage 3: decode both test sets with the base model (before adaptation)"
   run ./zipformer/decode.py --epoch 99 --avg 1 --use-averaged-model 0 --exp-dir "$base_dir" \
     --test-cuts "$test_cuts" --num-threads "$num_threads" "${decode_flags[@]}"
+  if $streaming; then
+    run ./zipformer/streaming_decode.py --epoch 99 --avg 1 --use-averaged-model 0 --exp-dir "$base_dir" \
+      --test-cuts "$test_cuts" --num-threads "$num_threads" "${stream_flags[@]}"
+  fi
 fi
 
 if stage_on 4; then
@@ -156,6 +184,13 @@ if stage_on 5; then
   run ./zipformer_adapter/decode.py --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 \
     --use-adapters 1 --forgetting-report 1 --exp-dir "$adapter_dir" \
     --test-cuts "$test_cuts" --num-threads "$num_threads" "${decode_flags[@]}"
+  if $streaming; then
+    for on in 1 0; do
+      run ./zipformer_adapter/streaming_decode.py --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 \
+        --use-adapters "$on" --exp-dir "$adapter_dir" --test-cuts "$test_cuts" --num-threads "$num_threads" \
+        "${stream_flags[@]}"
+    done
+  fi
 fi
 
 if stage_on 6 && $full_finetune; then
@@ -168,7 +203,19 @@ if stage_on 6 && $full_finetune; then
     --test-cuts "$test_cuts" --num-threads "$num_threads" "${decode_flags[@]}"
 fi
 
-if stage_on 7; then
+if stage_on 7 && $streaming; then
+  log "stage 7: export streaming ONNX (fp32 + int8) and decode the target test set with sherpa-onnx's online recognizer"
+  run ./zipformer_adapter/export-onnx-streaming.py --tokens data/lang_bpe_500/tokens.txt --use-averaged-model 0 \
+    --epoch "$adapter_epochs" --avg 1 --exp-dir "$adapter_dir" --use-adapters 1 "${latency[@]}"
+  for kind in "" ".int8"; do
+    name="epoch-$adapter_epochs-avg-1-chunk-$chunk_size-left-$left_context_frames$kind"
+    run ./zipformer/onnx_decode.py --runtime sherpa-onnx \
+      --encoder-model-filename "$adapter_dir/encoder-$name.onnx" \
+      --decoder-model-filename "$adapter_dir/decoder-$name.onnx" \
+      --joiner-model-filename "$adapter_dir/joiner-$name.onnx" \
+      --tokens data/lang_bpe_500/tokens.txt --test-cuts "target=$target_test" --num-threads "$num_threads"
+  done
+elif stage_on 7; then
   log "stage 7: export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx"
   run ./zipformer_adapter/export-onnx.py --tokens data/lang_bpe_500/tokens.txt --use-averaged-model 0 \
     --epoch "$adapter_epochs" --avg 1 --exp-dir "$adapter_dir" --use-adapters 1
@@ -184,6 +231,8 @@ fi
 
 if stage_on 8; then
   log "stage 8: summary"
+  streaming_summary=()
+  $streaming && streaming_summary=("${latency[@]}")
   run ./local/summarize_run.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs" \
-    --full-epochs "$full_epochs"
+    --full-epochs "$full_epochs" "${streaming_summary[@]}"
 fi

@@ -4,6 +4,9 @@
 Reads the files the stages wrote: wer-summary-* of the base, adapter, full fine-tuning and
 sherpa-onnx decodes, the recogs-* hypotheses (to check that adapters off give the base model's
 output exactly) and the training logs (trainable parameters, seconds per epoch, peak memory).
+With --chunk-size and --left-context-frames (`./run.sh --streaming`), also the streaming decodes
+(streaming/greedy_search/) of the base and the adapters on and off, and sherpa-onnx's online
+recognizer on the streaming export.
 """
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 from datetime import datetime  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
+from typing import Dict, List, Optional, Tuple  # noqa: E402
 
 GREEDY = "greedy_search"
 
@@ -55,6 +58,14 @@ def training_stats(exp_dir: Path) -> Dict[str, str]:
     return stats
 
 
+def same_hyps(dir_a: Path, dir_b: Path, pattern_a: str, pattern_b: str) -> str:
+    """"yes" when both decodes of the source test set gave the same hypotheses, "NO" if not, "—" if one is missing."""
+    hyps_a, hyps_b = read_hyps(dir_a, "source", pattern_a), read_hyps(dir_b, "source", pattern_b)
+    if hyps_a is None or hyps_b is None:
+        return "—"
+    return "yes" if hyps_a == hyps_b else "NO"
+
+
 def fmt(wer: Optional[float]) -> str:
     return "—" if wer is None else f"{wer:.2f}"
 
@@ -65,7 +76,10 @@ def relative(before: Optional[float], after: Optional[float]) -> str:
     return f"{(after - before) / before * 100:+.1f}%"
 
 
-def build_summary(exp_root: Path, adapter_dim: int, adapter_epochs: int, full_epochs: int) -> str:
+def build_summary(
+    exp_root: Path, adapter_dim: int, adapter_epochs: int, full_epochs: int, latency: Optional[Tuple[int, int]] = None
+) -> str:
+    """The summary's markdown; `latency` = (chunk size, left context) adds the streaming columns."""
     base = exp_root / "base" / GREEDY
     adapter = exp_root / f"adapter_dim{adapter_dim}" / GREEDY
     full = exp_root / "full_finetune" / GREEDY
@@ -82,36 +96,76 @@ def build_summary(exp_root: Path, adapter_dim: int, adapter_epochs: int, full_ep
         kind: read_wer(adapter, "target", f"sherpa-onnx-epoch-{adapter_epochs}-avg-1{ext}")
         for kind, ext in (("fp32", ""), ("int8", ".int8"))
     }
-    base_hyps = read_hyps(base, "source", "epoch-99-avg-1-*")
-    off_hyps = read_hyps(adapter, "source", off)
-    identical = "—" if base_hyps is None or off_hyps is None else ("yes" if base_hyps == off_hyps else "NO")
+    identical = same_hyps(base, adapter, "epoch-99-avg-1-*", off)
 
     adapter_stats = training_stats(exp_root / f"adapter_dim{adapter_dim}")
     full_stats = training_stats(exp_root / "full_finetune")
+    streams: Dict[str, Dict[str, Optional[float]]] = {}
+    if latency is not None:
+        chunk, left = latency
+        tag = f"chunk-{chunk}-left-context-{left}"
+        base_s, adapter_s = (exp_root / d / "streaming" / GREEDY for d in ("base", f"adapter_dim{adapter_dim}"))
+        on_s = f"epoch-{adapter_epochs}-avg-1-{tag}-*-adapters-dim-{adapter_dim}"
+        off_s = f"epoch-{adapter_epochs}-avg-1-{tag}-*-adapters-off"
+        streams = {
+            "base": {s: read_wer(base_s, s, f"epoch-99-avg-1-{tag}-*") for s in ("source", "target")},
+            "on": {s: read_wer(adapter_s, s, on_s) for s in ("source", "target")},
+            "off": {s: read_wer(adapter_s, s, off_s) for s in ("source", "target")},
+        }
+        online = f"sherpa-onnx-epoch-{adapter_epochs}-avg-1-chunk-{chunk}-left-{left}"
+        sherpa = {kind: read_wer(adapter_s, "target", online + ext) for kind, ext in (("fp32", ""), ("int8", ".int8"))}
+        streamed_identical = same_hyps(base_s, adapter_s, f"epoch-99-avg-1-{tag}-*", off_s)
+
+    def row(name: str, key: str, trainable: str) -> str:
+        cells = [fmt(wers[key]["target"]), fmt(wers[key]["source"])]
+        if key == "on":
+            cells[0] += f" ({relative(wers['base']['target'], wers['on']['target'])})"
+        if streams:
+            cells += [fmt(streams[key]["target"]), fmt(streams[key]["source"])]
+            if key == "on":
+                cells[2] += f" ({relative(streams['base']['target'], streams['on']['target'])})"
+        return f"| {name} | {' | '.join(cells)} | {trainable} |"
+
+    columns = "target test | source test"
+    if streams:
+        columns = (
+            "target test, full context | source test, full context | "
+            f"target test, streaming ({chunk * 20} ms chunks) | source test, streaming"
+        )
     lines = [
         f"# Main job summary ({datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPU cores)",
         "",
         "WER % (greedy search). Source stands for LibriSpeech, target for GigaSpeech.",
         "",
-        "| model | target test | source test | trainable parameters |",
-        "|---|---|---|---|",
-        f"| base model (before) | {fmt(wers['base']['target'])} | {fmt(wers['base']['source'])} | — |",
-        f"| + adapters dim {adapter_dim} (after) | {fmt(wers['on']['target'])} "
-        f"({relative(wers['base']['target'], wers['on']['target'])}) | {fmt(wers['on']['source'])} "
-        f"| {adapter_stats.get('trainable', '—')} |",
-        f"| same checkpoint, `--use-adapters 0` | {fmt(wers['off']['target'])} | {fmt(wers['off']['source'])} | — |",
+        f"| model | {columns} | trainable parameters |",
+        "|---|" + "---|" * (columns.count("|") + 2),
+        row("base model (before)", "base", "—"),
+        row(f"+ adapters dim {adapter_dim} (after)", "on", adapter_stats.get("trainable", "—")),
+        row("same checkpoint, `--use-adapters 0`", "off", "—"),
     ]
     if wers["full"]["target"] is not None:
         lines.append(
             f"| full fine-tuning ({full_epochs} epochs) | {fmt(wers['full']['target'])} "
             f"({relative(wers['base']['target'], wers['full']['target'])}) | {fmt(wers['full']['source'])} "
-            f"| {full_stats.get('trainable', '—')} |"
+            + "| — | — " * bool(streams)
+            + f"| {full_stats.get('trainable', '—')} |"
+        )
+    lines += ["", f"Adapters off reproduce the base model's source-test hypotheses exactly: **{identical}**."]
+    if streams:
+        lines.append(f"Streaming too: **{streamed_identical}**.")
+        deployed = (
+            f"sherpa-onnx's online recognizer on the target test set (streaming export, chunk {chunk}, "
+            f"left context {left}): fp32 {fmt(sherpa['fp32'])}, int8 {fmt(sherpa['int8'])}; PyTorch streaming: "
+            f"{fmt(streams['on']['target'])}."
+        )
+    else:
+        deployed = (
+            f"sherpa-onnx on the target test set (exported adapter model): fp32 {fmt(sherpa['fp32'])}, "
+            f"int8 {fmt(sherpa['int8'])}."
         )
     lines += [
         "",
-        f"Adapters off reproduce the base model's source-test hypotheses exactly: **{identical}**.",
-        "",
-        f"sherpa-onnx on the target test set (exported adapter model): fp32 {fmt(sherpa['fp32'])}, int8 {fmt(sherpa['int8'])}.",
+        deployed,
         "",
         "| training | s per epoch | s of audio per s | peak memory MB |",
         "|---|---|---|---|",
@@ -131,8 +185,13 @@ def main() -> None:
     parser.add_argument("--adapter-dim", type=int, default=16)
     parser.add_argument("--adapter-epochs", type=int, required=True)
     parser.add_argument("--full-epochs", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, help="With --left-context-frames: add the streaming results.")
+    parser.add_argument("--left-context-frames", type=int)
     args = parser.parse_args()
-    summary = build_summary(args.exp_root, args.adapter_dim, args.adapter_epochs, args.full_epochs)
+    if (args.chunk_size is None) != (args.left_context_frames is None):
+        parser.error("--chunk-size and --left-context-frames go together")
+    latency = None if args.chunk_size is None else (args.chunk_size, args.left_context_frames)
+    summary = build_summary(args.exp_root, args.adapter_dim, args.adapter_epochs, args.full_epochs, latency)
     out = args.exp_root / "summary.md"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(summary)

@@ -31,6 +31,41 @@ def quick_run(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def quick_streaming_run(quick_run: Path) -> Path:
+    """./run.sh --quick --streaming in the same copy, from stage 2 (the data is there); it writes exp-streaming/."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        ["./run.sh", "--quick", "--streaming", "--stage", "2", "--num-threads", "1"],
+        cwd=quick_run, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    (quick_run / "run-streaming.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"run.sh --quick --streaming failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return quick_run / "exp-streaming"
+
+
+def test_streaming_run_decodes_chunk_by_chunk_and_in_sherpa_onnxs_online_recognizer(quick_streaming_run: Path):
+    adapter = quick_streaming_run / "adapter_dim8"
+    for name in ("encoder", "decoder", "joiner"):
+        for kind in ("", ".int8"):
+            assert (adapter / f"{name}-epoch-1-avg-1-chunk-16-left-128{kind}.onnx").is_file()
+    streamed = adapter / "streaming" / "greedy_search"
+    assert list(streamed.glob("wer-summary-target-greedy_search-epoch-1-avg-1-chunk-16-left-context-128-*-adapters-dim-8.txt"))
+    assert list(streamed.glob("wer-summary-target-greedy_search-sherpa-onnx-epoch-1-avg-1-chunk-16-left-128.int8.txt"))
+    assert list((quick_streaming_run / "base" / "streaming" / "greedy_search").glob("wer-summary-source-*"))
+
+
+def test_streaming_summary_has_both_contexts_and_adapters_off_give_the_base(quick_streaming_run: Path):
+    summary = (quick_streaming_run / "summary.md").read_text()
+    assert "target test, streaming (320 ms chunks)" in summary
+    assert "Adapters off reproduce the base model's source-test hypotheses exactly: **yes**" in summary
+    assert "Streaming too: **yes**" in summary
+    rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in summary.splitlines() if line.startswith("| ")}
+    base, off = rows["base model (before)"], rows["same checkpoint, `--use-adapters 0`"]
+    assert base == off and "—" not in base[1] + base[3]
+    assert "sherpa-onnx's online recognizer on the target test set" in summary
+
+
 def test_every_stage_wrote_its_files(quick_run: Path):
     exp = quick_run / "exp"
     expected = [
