@@ -1,0 +1,231 @@
+"""Several domains on one base: stacked tuners applied per utterance, the registry's checks, the
+decode/pretrained scripts and the one ONNX encoder for every domain."""
+import argparse
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL_FLAGS
+from zipformer.beam_search import greedy_search_batch, modified_beam_search
+from zipformer.domain_names import domain_index, parse_tuners
+from zipformer.domains import DomainRegistry, load_domains
+from zipformer.model_args import add_model_arguments
+from zipformer.model_args import get_model as get_base_model
+from zipformer.model_config import model_config
+from zipformer.onnx_inference import pad_features
+from zipformer.tuner import base_tensors, domains_selected, save_tuner_file
+from zipformer.tuning import TunerDecodingRecipe, get_tuned_model
+from zipformer.utils import AttributeDict, UserError
+from zipformer.vocabulary import tokens_vocabulary
+from zipformer_adapter.adapter import AdapterTuner
+from zipformer_lora.lora import LoraTuner
+
+LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+SYMBOLS = ["<blk>", "<sos/eos>", "<unk>", "\u2581"] + LETTERS + ["\u2581" + c for c in LETTERS[:10]]
+TUNERS = {"adapters": AdapterTuner(), "lora": LoraTuner()}
+# Two domains per tuner, of different sizes (the smaller is zero-padded in the stack).
+SIZES = {"adapters": {"call": 4, "medical": 8}, "lora": {"call": 2, "medical": 4}}
+LENGTHS = (163, 117, 96)
+DOMAINS_OF_ROWS = ["call", "medical", "base"]
+
+
+def model_params(tuner_name: str = "", size: int = 0) -> AttributeDict:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    params = AttributeDict(vars(parser.parse_args(TINY_MODEL_FLAGS)))
+    params.update(feature_dim=80, vocab_size=len(SYMBOLS), blank_id=0, context_size=2)
+    for name, tuner in TUNERS.items():
+        params[tuner.switch] = name == tuner_name
+        params[tuner.size] = size or tuner.size_default
+    params.lora_alpha = 4.0
+    return params
+
+
+def tuned_model(tuner_name: str, size: int, base_state: Dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A one-domain model: the base weights plus a fresh tuner of `size`, given random
+    non-zero up-projections so that every domain computes something else."""
+    tuner = TUNERS[tuner_name]
+    model = get_tuned_model(model_params(tuner_name, size), tuner)
+    model.load_state_dict({**model.state_dict(), **base_state})
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if tuner.is_tuner_key(name):
+                param.normal_(0.0, 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> SimpleNamespace:
+    """base.pt, two tuner-only files per tuner (call, medical), tokens.txt and the one-domain models."""
+    root = tmp_path_factory.mktemp("domains")
+    torch.manual_seed(0)
+    base = get_base_model(model_params())
+    with torch.no_grad():
+        base.joiner.output_linear.weight.mul_(4.0)  # varied (random) transcripts
+    base_state = base.state_dict()
+    vocabulary = tokens_vocabulary(dict(enumerate(SYMBOLS)))
+    torch.save({"model": base_state, "model_config": model_config(model_params(), TunerDecodingRecipe(TUNERS["adapters"]).config_keys), "vocabulary": vocabulary}, root / "base.pt")
+    (root / "tokens.txt").write_text("".join(f"{s} {i}\n" for i, s in enumerate(SYMBOLS)), encoding="utf-8")
+    files: Dict[str, Dict[str, Path]] = {}
+    models: Dict[str, Dict[str, torch.nn.Module]] = {}
+    for tuner_name, sizes in SIZES.items():
+        tuner = TUNERS[tuner_name]
+        files[tuner_name], models[tuner_name] = {}, {}
+        for domain, size in sizes.items():
+            model = tuned_model(tuner_name, size, base_state)
+            info = {
+                "batch_idx_train": 10,
+                "average_period": 1,
+                "model_config": model_config(model_params(tuner_name, size), TunerDecodingRecipe(tuner).config_keys),
+                "vocabulary": vocabulary,
+            }
+            files[tuner_name][domain] = root / f"{tuner.file_prefix}{domain}.pt"
+            save_tuner_file(files[tuner_name][domain], model, None, info, tuner)
+            models[tuner_name][domain] = model
+    return SimpleNamespace(root=root, base=base.eval(), base_state=base_state, files=files, models=models)
+
+
+def tuners_spec(files: Dict[str, Path]) -> str:
+    return ",".join(f"{name}={path}" for name, path in files.items())
+
+
+def stacked_model(tiny, tuner_name: str) -> torch.nn.Module:
+    tuner = TUNERS[tuner_name]
+    registry = DomainRegistry(tuner, load_domains(tuners_spec(tiny.files[tuner_name]), tuner, tiny.base_state, "base.pt"))
+    model = get_base_model(model_params())
+    registry.stack_into(model)
+    model.load_state_dict({**model.state_dict(), **tiny.base_state})
+    return model.eval()
+
+
+def features(seed: int = 0, lengths: Sequence[int] = LENGTHS) -> List[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(-6.0, 3.0, size=(n, 80)).astype(np.float32) for n in lengths]
+
+
+@torch.no_grad()
+def encode(model, feats: Sequence[np.ndarray]):
+    x, x_lens = pad_features(feats)
+    return model.forward_encoder(torch.from_numpy(x), torch.from_numpy(x_lens))
+
+
+@torch.no_grad()
+def hypotheses(model, encoder_out, encoder_out_lens) -> Dict[str, List[List[int]]]:
+    return {
+        "greedy_search": greedy_search_batch(model, encoder_out, encoder_out_lens),
+        "modified_beam_search": modified_beam_search(model, encoder_out, encoder_out_lens, beam=4),
+    }
+
+
+def one_domain_model(tiny, tuner_name: str, domain: str) -> torch.nn.Module:
+    return tiny.base if domain == "base" else tiny.models[tuner_name][domain]
+
+
+@pytest.mark.parametrize("tuner_name", list(TUNERS))
+def test_a_mixed_batch_equals_each_domain_decoded_alone(tiny, tuner_name):
+    model = stacked_model(tiny, tuner_name)
+    feats = features()
+    names = list(SIZES[tuner_name])
+    index = torch.tensor([domain_index(d, names, "test") for d in DOMAINS_OF_ROWS])
+    with domains_selected(model, TUNERS[tuner_name], index):
+        encoder_out, encoder_out_lens = encode(model, feats)
+        mixed = hypotheses(model, encoder_out, encoder_out_lens)
+    for row, domain in enumerate(DOMAINS_OF_ROWS):
+        alone = one_domain_model(tiny, tuner_name, domain)
+        out, lens = encode(alone, feats[row : row + 1])
+        assert lens[0] == encoder_out_lens[row]
+        torch.testing.assert_close(encoder_out[row : row + 1, : lens[0]], out, atol=2e-5, rtol=1e-5)
+        for method, hyps in hypotheses(alone, out, lens).items():
+            assert mixed[method][row] == hyps[0], (domain, method)
+    # the domains differ from each other and from the base
+    assert len({tuple(h) for h in mixed["greedy_search"]}) == 3
+
+
+@pytest.mark.parametrize("tuner_name", list(TUNERS))
+def test_base_rows_are_the_base_model_bit_exactly(tiny, tuner_name):
+    model = stacked_model(tiny, tuner_name)
+    feats = features(seed=1)
+    with domains_selected(model, TUNERS[tuner_name], torch.tensor([-1, 0, -1])):
+        mixed, _ = encode(model, feats)
+    base, _ = encode(tiny.base, feats)
+    assert torch.equal(mixed[0], base[0]) and torch.equal(mixed[2], base[2])
+    assert not torch.allclose(mixed[1], base[1])
+    with domains_selected(model, TUNERS[tuner_name], torch.tensor([-1, -1, -1])):
+        assert torch.equal(encode(model, feats)[0], base)
+
+
+# The stacked adapters' names -> the one-domain AdapterModule's.
+ADAPTER_NAMES = {"in_weight": "in_proj.weight", "in_bias": "in_proj.bias", "out_weight": "out_proj.weight", "out_bias": "out_proj.bias"}
+
+
+@pytest.mark.parametrize("tuner_name", list(TUNERS))
+def test_smaller_domains_are_zero_padded_to_the_largest(tiny, tuner_name):
+    model = stacked_model(tiny, tuner_name)
+    stacked = {k: v for k, v in model.state_dict().items() if TUNERS[tuner_name].is_tuner_key(k)}
+    own = tiny.models[tuner_name]["call"].state_dict()
+    large = SIZES[tuner_name]["medical"]
+    for key, value in stacked.items():
+        prefix, _, last = key.rpartition(".")
+        tensor = own[f"{prefix}.{ADAPTER_NAMES[last]}" if tuner_name == "adapters" else key]
+        padded = torch.zeros_like(value[0])
+        padded[tuple(slice(0, n) for n in tensor.shape)] = tensor
+        assert value.shape[0] == 2 and torch.equal(value[0], padded), key
+        assert value.shape[1:] == tiny.models[tuner_name]["medical"].state_dict()[
+            f"{prefix}.{ADAPTER_NAMES[last]}" if tuner_name == "adapters" else key
+        ].shape
+    assert any(large in v.shape for v in stacked.values())
+
+
+def test_a_model_of_several_domains_needs_the_index(tiny):
+    model = stacked_model(tiny, "adapters")
+    with pytest.raises(RuntimeError, match="domains_selected"):
+        encode(model, features())
+
+
+# ---- the registry's one-line errors --------------------------------------------------------------
+
+
+def registry_error(tiny, tuner_name: str, spec: str, base_state=None) -> str:
+    tuner = TUNERS[tuner_name]
+    with pytest.raises(UserError) as error:
+        registry = DomainRegistry(tuner, load_domains(spec, tuner, base_state or tiny.base_state, "base.pt"))
+        registry.stack_into(get_base_model(model_params()))
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_missing_tuner_file_is_one_line(tiny):
+    assert "not found" in registry_error(tiny, "adapters", f"call={tiny.root / 'nope.pt'}")
+
+
+def test_a_file_of_another_tuner_is_refused(tiny):
+    message = registry_error(tiny, "adapters", f"call={tiny.files['lora']['call']}")
+    assert "is a lora file" in message
+
+
+def test_a_tuner_file_of_another_base_is_refused(tiny):
+    other = {k: v + 1.0 if v.is_floating_point() else v for k, v in tiny.base_state.items()}
+    message = registry_error(tiny, "adapters", tuners_spec(tiny.files["adapters"]), base_state=other)
+    assert "trained on another base model" in message and "--base-ckpt" in message
+
+
+@pytest.mark.parametrize("spec, words", [("call", "use name=path"), ("base=x.pt", "means the base model"), ("a=x,a=y", "twice")])
+def test_bad_tuners_flags(spec, words):
+    with pytest.raises(UserError, match=words):
+        parse_tuners(spec)
+
+
+def test_an_unknown_domain_names_the_known_ones():
+    with pytest.raises(UserError, match="one of call, medical, base"):
+        domain_index("legal", ["call", "medical"], "--domain")
+    assert domain_index("base", ["call"], "x") == -1 and domain_index("medical", ["call", "medical"], "x") == 1
+
+
+def test_base_tensors_are_unchanged_by_stacking(tiny):
+    model = stacked_model(tiny, "lora")
+    assert set(base_tensors(model.state_dict(), TUNERS["lora"])) == set(tiny.base_state)
