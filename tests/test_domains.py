@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MODEL_FLAGS
+from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 from zipformer.beam_search import greedy_search_batch, modified_beam_search
 from zipformer.domain_names import domain_index, parse_tuners
 from zipformer.domains import DomainRegistry, load_domains
@@ -229,3 +229,72 @@ def test_an_unknown_domain_names_the_known_ones():
 def test_base_tensors_are_unchanged_by_stacking(tiny):
     model = stacked_model(tiny, "lora")
     assert set(base_tensors(model.state_dict(), TUNERS["lora"])) == set(tiny.base_state)
+
+
+# ---- decode.py and pretrained.py of a tuner recipe, on a trained tiny base ---------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tiny_base_exp, tmp_path_factory) -> SimpleNamespace:
+    """The tiny trained base as base.pt, and two adapter-only files of different dims on it
+    (random non-zero weights: the domains decode differently)."""
+    root = tmp_path_factory.mktemp("domains_exp")
+    checkpoint = torch.load(tiny_base_exp / "epoch-2.pt", map_location="cpu", weights_only=True)
+    base_ckpt = root / "base.pt"
+    torch.save({k: checkpoint[k] for k in ("model", "model_config", "vocabulary")}, base_ckpt)
+    tuner = TUNERS["adapters"]
+    files = {}
+    for seed, (domain, dim) in enumerate((("call", 4), ("medical", 8))):
+        params = model_params("adapters", dim)
+        params.update(checkpoint["model_config"], use_adapters=True, adapter_dim=dim, vocab_size=checkpoint["vocabulary"]["size"])
+        model = get_tuned_model(params, tuner)
+        model.load_state_dict({**model.state_dict(), **checkpoint["model"]})
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if tuner.is_tuner_key(name):
+                    param.normal_(0.0, 0.3)
+        info = {"batch_idx_train": 1, "average_period": 1, "vocabulary": checkpoint["vocabulary"],
+                "model_config": model_config(params, TunerDecodingRecipe(tuner).config_keys)}
+        files[domain] = root / f"adapter-{domain}.pt"
+        save_tuner_file(files[domain], model, None, info, tuner)
+    return SimpleNamespace(root=root, base_ckpt=base_ckpt, files=files)
+
+
+def decode_flags(corpus: dict, exp_dir: Path, test_cuts: str) -> List[str]:
+    flags = data_flags(corpus)
+    flags[flags.index("--test-cuts") + 1] = test_cuts
+    return ["--exp-dir", str(exp_dir), *flags]
+
+
+def wer_of(res_dir: Path, test_set: str) -> str:
+    (summary,) = res_dir.glob(f"wer-summary-{test_set}-*.txt")
+    return summary.read_text().splitlines()[1].split()[-1]
+
+
+@pytest.mark.slow
+def test_decode_mixed_domains_table_equals_separate_decodes(tiny_corpus, trained, tmp_path):
+    test_sets = {"source": tiny_corpus["source_test"], "target": tiny_corpus["target_test"], "dev": tiny_corpus["source_dev"]}
+    all_sets = ",".join(f"{k}={v}" for k, v in test_sets.items())
+    mixed_dir = tmp_path / "mixed"
+    mixed_dir.mkdir()
+    run_script(
+        "zipformer_adapter/decode.py", *decode_flags(tiny_corpus, mixed_dir, all_sets),
+        "--base-ckpt", trained.base_ckpt, "--tuners", tuners_spec(trained.files),
+        "--cut-domains", "source=call,target=medical,dev=base", "--mixed-domains", "1",
+    )
+    (table,) = (mixed_dir / "greedy_search").glob("domains-table-*-adapters-domains-call-medical-mixed*.txt")
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in table.read_text().splitlines()[1:]}
+    assert {name: row[0] for name, row in rows.items()} == {"source": "call", "target": "medical", "dev": "base"}
+
+    separate = {"source": ["--adapter-ckpt", trained.files["call"]], "target": ["--adapter-ckpt", trained.files["medical"]],
+                "dev": ["--adapter-ckpt", trained.files["call"], "--use-adapters", "0"]}
+    for name, flags in separate.items():
+        exp_dir = tmp_path / name
+        exp_dir.mkdir()
+        run_script("zipformer_adapter/decode.py", *decode_flags(tiny_corpus, exp_dir, f"{name}={test_sets[name]}"),
+                   "--base-ckpt", trained.base_ckpt, *flags)
+        assert rows[name][1] == f"{float(wer_of(exp_dir / 'greedy_search', name)):.2f}"
+        (recogs,) = (exp_dir / "greedy_search").glob(f"recogs-{name}-*.txt")
+        (mixed_recogs,) = (mixed_dir / "greedy_search").glob(f"recogs-{name}-*.txt")
+        assert mixed_recogs.read_text() == recogs.read_text()

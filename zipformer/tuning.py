@@ -5,10 +5,12 @@ A tuner's recipe directory is its Tuner plus thin scripts:
   decode.py:      decode_main(tuner)        (with --forgetting-report: the tuner off and on)
   export-onnx.py: export_main(tuner)        (with --merge-{name} when the tuner can merge)
   export-onnx-streaming.py: streaming_export_main(tuner)  (a causal model; the same flags)
-  pretrained.py:  pretrained.main(TunerDecodingRecipe(tuner))
+  pretrained.py:  pretrained_main(tuner)
   merge.py:       merge_main(tuner)         (mergeable tuners: a plain base checkpoint)
 The fine-tune flags are icefall's (--do-finetune, --finetune-ckpt, --init-modules, the tuner's
---use-*/size flags); one base model serves several tuners through `--base-ckpt` + tuner-only files.
+--use-*/size flags); one base model serves several tuners through `--base-ckpt` + tuner-only files,
+and several domains at once through `--tuners name=path,...` (zipformer.domains): decode.py,
+pretrained.py and export-onnx.py then run each utterance in its own domain.
 """
 import argparse
 import logging
@@ -30,6 +32,9 @@ from zipformer.checkpoint import (
     write_checkpoint_file,
 )
 from zipformer.decoding import DecodingSession
+from zipformer.domain_decoding import DomainsSession
+from zipformer.domain_names import add_cut_domain_arguments, add_file_domain_arguments, file_domains
+from zipformer.domains import DomainsRecipe
 from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, check_causal
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import flags_given, model_config
@@ -98,6 +103,16 @@ def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_train
         default=None,
         help=f"The base model ({{'model': state_dict}}) the {tuner.name}-only files were trained on; "
         f"with it, --epoch/--avg average {tuner.file_prefix}epoch-N.pt files of --exp-dir.",
+    )
+
+
+def add_tuners_argument(parser: argparse.ArgumentParser, tuner: Tuner) -> None:
+    parser.add_argument(
+        "--tuners",
+        type=str,
+        default=None,
+        help=f"Several domains on one base: name=path,... of {tuner.name}-only files ({tuner.file_prefix}epoch-N.pt) "
+        "trained on --base-ckpt, each utterance run in its own domain ('base': no tuner).",
     )
 
 
@@ -271,7 +286,23 @@ def get_decode_parser(tuner: Tuner) -> argparse.ArgumentParser:
         default=False,
         help=f"Decode every test set with the {tuner.name} off and on, and write forgetting-report-*.txt.",
     )
+    add_tuners_argument(parser, tuner)
+    add_cut_domain_arguments(parser)
+    parser.add_argument(
+        "--mixed-domains",
+        type=str2bool,
+        default=False,
+        help="With --tuners: decode all test sets as one shuffled cut set, so that batches mix domains.",
+    )
     return parser
+
+
+def decode_domains(tuner: Tuner, args: argparse.Namespace, given: frozenset) -> Dict[str, float]:
+    """decode.py --tuners: every cut in its own domain; returns {test_set_name: WER %}."""
+    if args.forgetting_report:
+        raise UserError("--forgetting-report compares one tuner off and on: decode --tuners without it")
+    session = DomainsSession(DomainsRecipe(tuner), args, given)
+    return session.decode_all(session.suffix)
 
 
 def decode_main(tuner: Tuner) -> None:
@@ -279,6 +310,12 @@ def decode_main(tuner: Tuner) -> None:
     args = parser.parse_args()
     switch = flag_name(tuner.switch)
     with exit_on_user_error():
+        if args.tuners:
+            decode_domains(tuner, args, flags_given(parser))
+            logging.info("Done!")
+            return
+        if args.cut_domains or args.mixed_domains:
+            raise UserError("--cut-domains and --mixed-domains need --tuners name=path,... (the registry of domains)")
         if args.forgetting_report and not getattr(args, tuner.switch):
             raise UserError(f"--forgetting-report compares {tuner.name} off and on: it needs {switch} 1")
         session = DecodingSession(TunerDecodingRecipe(tuner), args, flags_given(parser))
@@ -292,6 +329,34 @@ def decode_main(tuner: Tuner) -> None:
         else:
             session.decode_all(session.suffix)
         logging.info("Done!")
+
+
+# ---- pretrained.py -------------------------------------------------------------------------------
+
+
+def get_pretrained_parser(tuner: Tuner) -> argparse.ArgumentParser:
+    parser = pretrained.get_parser(TunerDecodingRecipe(tuner))
+    add_tuners_argument(parser, tuner)
+    add_file_domain_arguments(parser)
+    return parser
+
+
+def transcribe(tuner: Tuner, params: AttributeDict, given: frozenset) -> List[str]:
+    """pretrained.py's texts: with --tuners, each sound file in its --domain / --domains."""
+    names = file_domains(params, params.sound_files)
+    if not params.tuners:
+        if names is not None:
+            raise UserError("--domain and --domains need --tuners name=path,... (the registry of domains)")
+        return pretrained.transcribe(params, TunerDecodingRecipe(tuner), given)
+    if names is None:
+        raise UserError("--tuners needs each file's domain: --domain NAME for all, or --domains a,b,... (one per file)")
+    recipe = DomainsRecipe(tuner)
+    return pretrained.transcribe(params, recipe, given, lambda model: recipe.registry.selected(model, names, "--domains"))
+
+
+def pretrained_main(tuner: Tuner) -> None:
+    """pretrained.py of a tuner recipe (the base model is --checkpoint, or --base-ckpt)."""
+    pretrained.main(TunerDecodingRecipe(tuner), get_pretrained_parser(tuner), lambda params, given: transcribe(tuner, params, given))
 
 
 # ---- export-onnx.py ------------------------------------------------------------------------------
@@ -436,8 +501,7 @@ def streaming_export_script(tuner: Tuner, default_exp_dir: str) -> tuple:
 
 def pretrained_script(tuner: Tuner) -> tuple:
     """(get_parser, main) of pretrained.py."""
-    recipe = TunerDecodingRecipe(tuner)
-    return (lambda: pretrained.get_parser(recipe)), (lambda: pretrained.main(recipe))
+    return (lambda: get_pretrained_parser(tuner)), (lambda: pretrained_main(tuner))
 
 
 def merge_script(tuner: Tuner) -> tuple:
