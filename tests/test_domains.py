@@ -6,17 +6,20 @@ from types import SimpleNamespace
 from typing import Dict, List, Sequence
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from conftest import TINY_MODEL_FLAGS, data_flags, run_script
+from conftest import REPO_DIR, TINY_MODEL_FLAGS, data_flags, run_script
+from test_onnx_export import load_script, restored_root_logging, run_main
 from zipformer.beam_search import greedy_search_batch, modified_beam_search
 from zipformer.domain_names import domain_index, parse_tuners
 from zipformer.domains import DomainRegistry, load_domains
 from zipformer.model_args import add_model_arguments
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import model_config
-from zipformer.onnx_inference import pad_features
+from zipformer.onnx_export import read_metadata
+from zipformer.onnx_inference import OnnxTransducer, pad_features
 from zipformer.tuner import base_tensors, domains_selected, save_tuner_file
 from zipformer.tuning import TunerDecodingRecipe, get_tuned_model
 from zipformer.utils import AttributeDict, UserError
@@ -229,6 +232,85 @@ def test_an_unknown_domain_names_the_known_ones():
 def test_base_tensors_are_unchanged_by_stacking(tiny):
     model = stacked_model(tiny, "lora")
     assert set(base_tensors(model.state_dict(), TUNERS["lora"])) == set(tiny.base_state)
+
+
+# ---- one ONNX encoder for every domain ---------------------------------------------------------
+
+
+def export_argv(tiny, tuner_name: str, *extra: str) -> List[str]:
+    """The export of a tuner's domains into its own directory (the file names are the domains')."""
+    exp_dir = tiny.root / tuner_name
+    exp_dir.mkdir(exist_ok=True)
+    return ["--tokens", str(tiny.root / "tokens.txt"), "--exp-dir", str(exp_dir), *TINY_MODEL_FLAGS,
+            "--base-ckpt", str(tiny.root / "base.pt"), "--tuners", tuners_spec(tiny.files[tuner_name]), *extra]
+
+
+def export_script(tuner_name: str) -> Path:
+    return REPO_DIR / ("zipformer_adapter" if tuner_name == "adapters" else "zipformer_lora") / "export-onnx.py"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny) -> Dict[str, Dict[str, Path]]:
+    """export-onnx.py --tuners of both recipes, run in this process."""
+    return {name: run_main(export_script(name), export_argv(tiny, name)) for name in TUNERS}
+
+
+def onnx_transducer(files: Dict[str, Path], int8: bool = False) -> OnnxTransducer:
+    kind = ".int8" if int8 else ""
+    return OnnxTransducer(files[f"encoder{kind}"], files[f"decoder{kind}"], files[f"joiner{kind}"])
+
+
+@pytest.mark.parametrize("tuner_name", list(TUNERS))
+def test_the_domains_encoder_has_a_domain_input_and_lists_the_domains(exported, tuner_name):
+    files = exported[tuner_name]
+    assert files["encoder"].name == "encoder-domains-call-medical.onnx"
+    for key in ("encoder", "encoder.int8"):
+        metadata = read_metadata(files[key])
+        assert metadata["domains"] == "call,medical" and metadata["domain_base_index"] == "-1"
+        assert metadata["model_type"] == "zipformer2"
+        inputs = {i.name: i for i in onnx.load(str(files[key]), load_external_data=False).graph.input}
+        assert list(inputs) == ["x", "x_lens", "domain"]
+        domain = inputs["domain"].type.tensor_type
+        assert domain.elem_type == onnx.TensorProto.INT64 and domain.shape.dim[0].dim_param == "N"
+    assert onnx_transducer(files).domains == ["call", "medical"]
+
+
+@pytest.mark.parametrize("tuner_name", list(TUNERS))
+def test_onnx_domains_encoder_equals_pytorch_per_domain(tiny, exported, tuner_name):
+    model = onnx_transducer(exported[tuner_name])
+    feats = features(seed=2)
+    x, x_lens = pad_features(feats)
+    encoder_out, lens = model.run_encoder(x, x_lens, model.domain_indices(DOMAINS_OF_ROWS, "test"))
+    hyps = model.greedy_search(encoder_out, lens)
+    for row, domain in enumerate(DOMAINS_OF_ROWS):
+        alone = one_domain_model(tiny, tuner_name, domain)
+        out, out_lens = encode(alone, feats[row : row + 1])
+        projected = alone.joiner.encoder_proj(out).detach().numpy()
+        np.testing.assert_allclose(encoder_out[row : row + 1, : out_lens[0]], projected, atol=1e-4)
+        assert hyps[row] == greedy_search_batch(alone, out, out_lens)[0]
+
+
+@pytest.mark.parametrize("tuner_name", list(TUNERS))
+def test_int8_domains_encoder_is_close_to_fp32(exported, tuner_name):
+    x, x_lens = pad_features(features(seed=3))
+    fp32_model, int8_model = onnx_transducer(exported[tuner_name]), onnx_transducer(exported[tuner_name], int8=True)
+    domain = fp32_model.domain_indices(DOMAINS_OF_ROWS, "test")
+    fp32, _ = fp32_model.run_encoder(x, x_lens, domain)
+    int8, _ = int8_model.run_encoder(x, x_lens, domain)
+    relative_error = np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32)
+    # As test_onnx_export's int8 bound: 64-dim random matrices quantise coarsely; this catches a broken file.
+    assert 0.0 < relative_error < 0.5, relative_error
+
+
+def test_onnx_domain_errors_are_one_line(tiny, exported):
+    model = onnx_transducer(exported["adapters"])
+    x, x_lens = pad_features(features(seed=4, lengths=(60,)))
+    with pytest.raises(UserError, match="serves the domains call, medical"):
+        model.run_encoder(x, x_lens)
+    with pytest.raises(UserError, match="not in the registry"):
+        model.domain_indices(["legal"], "--domain")
+    with restored_root_logging(), pytest.raises(SystemExit, match="folds one lora into the base"):
+        load_script(export_script("lora"))["main"](export_argv(tiny, "lora", "--merge-lora", "1"))
 
 
 # ---- decode.py and pretrained.py of a tuner recipe, on a trained tiny base ---------------------

@@ -39,6 +39,7 @@ from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, check_c
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import flags_given, model_config
 from zipformer.model_loader import resolve_weights
+from zipformer.onnx_domains import export_domains
 from zipformer.recipe import DecodingRecipe
 from zipformer.training import TrainingRecipe, load_pretrained_weights
 from zipformer.tuner import (
@@ -387,7 +388,24 @@ def get_export_parser(
             help=f"Fold the {tuner.name} into the base weights first: the files are a plain Zipformer "
             f"(no {tuner.name} nodes, no extra cost at inference) that any runtime loads.",
         )
+    if exporter is onnx_export:
+        add_tuners_argument(parser, tuner)
     return parser
+
+
+def export_domains_main(tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]], parser: argparse.ArgumentParser, merge: bool) -> Dict[str, Path]:
+    """export-onnx.py --tuners: one encoder for every domain (input `domain`), encoder-domains-{names}.onnx."""
+    recipe = DomainsRecipe(tuner)
+
+    def export_function(params: AttributeDict, recipe: DomainsRecipe, metadata, file_suffix, given: frozenset) -> Dict[str, Path]:
+        if merge:
+            raise UserError(f"{flag_name(_merge_flag(tuner))} folds one {tuner.name} into the base: export --tuners without it")
+        return export_domains(params, recipe, metadata, file_suffix, given)
+
+    def file_suffix(params: AttributeDict) -> str:
+        return "domains-" + "-".join(recipe.registry.names)
+
+    return onnx_export.main(recipe, default_exp_dir, None, file_suffix, argv, parser=parser, export_function=export_function)
 
 
 def export_main(
@@ -398,6 +416,8 @@ def export_main(
     parser = get_export_parser(tuner, default_exp_dir, exporter)
     known, _ = parser.parse_known_args(argv)
     merge = bool(getattr(known, _merge_flag(tuner), False))
+    if getattr(known, "tuners", None):
+        return export_domains_main(tuner, default_exp_dir, argv, parser, merge)
     recipe = _MergingRecipe(tuner) if merge else TunerDecodingRecipe(tuner)
 
     def metadata(params: AttributeDict, state_dict: StateDict) -> Dict[str, str]:
