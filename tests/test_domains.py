@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from lhotse import CutSet
 
 from conftest import REPO_DIR, TINY_MODEL_FLAGS, data_flags, run_script
 from test_onnx_export import load_script, restored_root_logging, run_main
@@ -17,11 +18,14 @@ from zipformer.domain_names import domain_index, parse_tuners
 from zipformer.domains import DomainRegistry, load_domains
 from zipformer.model_args import add_model_arguments
 from zipformer.model_args import get_model as get_base_model
-from zipformer.model_config import model_config
+from zipformer import onnx_decode
+from zipformer.model_config import flags_given, model_config
 from zipformer.onnx_export import read_metadata
-from zipformer.onnx_inference import OnnxTransducer, pad_features
+from zipformer.onnx_inference import OnnxTransducer, pad_features, read_tokens
+from zipformer.onnx_pretrained import transcribe as onnx_transcribe
 from zipformer.tuner import base_tensors, domains_selected, save_tuner_file
-from zipformer.tuning import TunerDecodingRecipe, get_tuned_model
+from zipformer.tuning import TunerDecodingRecipe, decode_domains, get_decode_parser, get_pretrained_parser, get_tuned_model
+from zipformer.tuning import transcribe as tuner_transcribe
 from zipformer.utils import AttributeDict, UserError
 from zipformer.vocabulary import tokens_vocabulary
 from zipformer_adapter.adapter import AdapterTuner
@@ -380,3 +384,52 @@ def test_decode_mixed_domains_table_equals_separate_decodes(tiny_corpus, trained
         (recogs,) = (exp_dir / "greedy_search").glob(f"recogs-{name}-*.txt")
         (mixed_recogs,) = (mixed_dir / "greedy_search").glob(f"recogs-{name}-*.txt")
         assert mixed_recogs.read_text() == recogs.read_text()
+
+
+def in_process_pretrained(tuner, argv: List[str]) -> List[str]:
+    parser = get_pretrained_parser(tuner)
+    params = AttributeDict(vars(parser.parse_args(argv)))
+    params.update(feature_dim=80, subsampling_factor=4)
+    return tuner_transcribe(tuner, params, flags_given(parser, argv))
+
+
+@pytest.mark.slow
+def test_pretrained_onnx_pretrained_and_onnx_decode_take_each_utterances_domain(tiny_corpus, trained, tmp_path):
+    tuner = TUNERS["adapters"]
+    cuts = list(CutSet.from_file(tiny_corpus["target_test"]))
+    wavs = [cut.recording.sources[0].source for cut in cuts]
+    domains = ["call", "medical", "base"]
+    common = ["--checkpoint", str(trained.base_ckpt), "--bpe-model", str(tiny_corpus["bpe_model"])]
+    with restored_root_logging():
+        mixed = in_process_pretrained(tuner, [*common, "--tuners", tuners_spec(trained.files), "--domains", ",".join(domains), *wavs])
+        alone = [
+            in_process_pretrained(tuner, [*common, "--base-ckpt", str(trained.base_ckpt), "--adapter-ckpt", str(trained.files[d]), w])[0]
+            for d, w in zip(domains[:2], wavs)
+        ] + in_process_pretrained(tuner, [*common, "--use-adapters", "0", wavs[2]])
+    assert mixed == alone and any(mixed)
+
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    files = run_main(export_script("adapters"), ["--tokens", str(tiny_corpus["tokens"]), "--exp-dir", str(onnx_dir),
+                                                 "--base-ckpt", str(trained.base_ckpt), "--tuners", tuners_spec(trained.files)])
+    model, tokens = onnx_transducer(files), read_tokens(tiny_corpus["tokens"])
+    onnx_mixed = onnx_transcribe(model, tokens, wavs, 16, domains)
+    assert onnx_mixed == [onnx_transcribe(model, tokens, [w], 1, [d])[0] for w, d in zip(wavs, domains)]
+
+    # onnx_decode.py with --cut-domains gives decode.py --tuners' hypotheses
+    test_cuts = f"source={tiny_corpus['source_test']},target={tiny_corpus['target_test']}"
+    cut_domains = ["--cut-domains", "source=call,target=medical"]
+    argv = [*(f"--{n}-model-filename={files[n]}" for n in ("encoder", "decoder", "joiner")), "--tokens", str(tiny_corpus["tokens"]),
+            "--exp-dir", str(tmp_path / "onnx_decode"), "--test-cuts", test_cuts, "--num-workers", "0", "--max-duration", "8",
+            "--num-buckets", "2", *cut_domains]
+    decode_argv = [*decode_flags(tiny_corpus, tmp_path / "decode", test_cuts), "--base-ckpt", str(trained.base_ckpt),
+                   "--tuners", tuners_spec(trained.files), *cut_domains]
+    (tmp_path / "decode").mkdir()
+    with restored_root_logging():
+        onnx_decode.run(onnx_decode.get_parser().parse_args(argv))
+        parser = get_decode_parser(tuner)
+        decode_domains(tuner, parser.parse_args(decode_argv), flags_given(parser, decode_argv))
+    for name in ("source", "target"):
+        (onnx_recogs,) = (tmp_path / "onnx_decode" / "greedy_search").glob(f"recogs-{name}-*.txt")
+        (torch_recogs,) = (tmp_path / "decode" / "greedy_search").glob(f"recogs-{name}-*.txt")
+        assert onnx_recogs.read_text() == torch_recogs.read_text()

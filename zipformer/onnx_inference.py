@@ -176,17 +176,19 @@ class OnnxTransducer:
                 f"{self.vocab_size}: pass the tokens.txt of the model"
             )
 
-    def _no_domain_input(self) -> UserError:
-        return UserError(
-            f"{self.encoder_filename} has no domain input (one model, one domain): drop the domain flags, "
-            "or export one encoder for every domain with export-onnx.py --tuners"
-        )
+    def require_domains(self) -> List[str]:
+        """The encoder's domain names; UserError for an encoder without the domain input."""
+        if self.domains is None:
+            raise UserError(
+                f"{self.encoder_filename} has no domain input (one model, one domain): drop the domain flags, "
+                "or export one encoder for every domain with export-onnx.py --tuners"
+            )
+        return self.domains
 
     def domain_indices(self, names: Sequence[str], source: str) -> np.ndarray:
         """(N,) int64 indices of per-utterance domain names (-1 = base) for run_encoder."""
-        if self.domains is None:
-            raise self._no_domain_input()
-        return np.array([domain_index(name, self.domains, source) for name in names], dtype=np.int64)
+        domains = self.require_domains()
+        return np.array([domain_index(name, domains, source) for name in names], dtype=np.int64)
 
     def run_encoder(
         self, x: np.ndarray, x_lens: np.ndarray, domain: Optional[np.ndarray] = None
@@ -203,7 +205,7 @@ class OnnxTransducer:
                 )
             feed["domain"] = domain.astype(np.int64)
         elif domain is not None:
-            raise self._no_domain_input()
+            self.require_domains()
         encoder_out, encoder_out_lens = self.encoder.run(None, feed)
         return encoder_out, encoder_out_lens
 
