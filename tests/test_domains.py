@@ -433,3 +433,53 @@ def test_pretrained_onnx_pretrained_and_onnx_decode_take_each_utterances_domain(
         (onnx_recogs,) = (tmp_path / "onnx_decode" / "greedy_search").glob(f"recogs-{name}-*.txt")
         (torch_recogs,) = (tmp_path / "decode" / "greedy_search").glob(f"recogs-{name}-*.txt")
         assert onnx_recogs.read_text() == torch_recogs.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--cut-domains", "source=call,target=legal"], "names domain 'legal', which is not in the registry: use one of call, medical, base"),
+        (["--cut-domains", "source=call"], "cut target-test-00000-0 of test set target names no domain"),
+        (["--cut-domains", "source=call,other=base"], "--cut-domains names test set other, which --test-cuts lacks"),
+        (["--cut-domains", "source=call,target=base", "--forgetting-report", "1"], "decode --tuners without it"),
+    ],
+)
+def test_decode_domain_errors_are_one_line_and_write_no_results(tiny_corpus, trained, tmp_path, flags, words):
+    test_cuts = f"source={tiny_corpus['source_test']},target={tiny_corpus['target_test']}"
+    result = run_script("zipformer_adapter/decode.py", *decode_flags(tiny_corpus, tmp_path, test_cuts),
+                        "--base-ckpt", trained.base_ckpt, "--tuners", tuners_spec(trained.files), *flags, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and words in errors[0], result.stderr[-2000:]
+    assert not list(tmp_path.glob("*/recogs-*")) and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_script_flag_errors(tiny_corpus, trained, tmp_path):
+    result = run_script("zipformer_adapter/decode.py", *decode_flags(tiny_corpus, tmp_path, f"s={tiny_corpus['source_test']}"),
+                        "--cut-domains", "s=call", check=False)
+    assert result.returncode != 0 and "error: --cut-domains and --mixed-domains need --tuners" in result.stderr
+    wav = str(next(iter(CutSet.from_file(tiny_corpus["source_test"]))).recording.sources[0].source)
+    common = ["--checkpoint", str(trained.base_ckpt), "--bpe-model", str(tiny_corpus["bpe_model"])]
+    for argv, words in (
+        ([*common, "--tuners", tuners_spec(trained.files), wav], "--tuners needs each file's domain"),
+        ([*common, "--tuners", tuners_spec(trained.files), "--domains", "call,base", wav], "--domains names 2 domains for 1 sound files"),
+        ([*common, "--domain", "call", wav], "--domain and --domains need --tuners"),
+    ):
+        with restored_root_logging(), pytest.raises(UserError, match=words):
+            in_process_pretrained(TUNERS["adapters"], argv)
+
+
+def test_a_single_domain_encoder_given_a_domain_is_one_line(tiny, tmp_path):
+    """zipformer/export-onnx.py of the base: no domain input, so a domain is refused."""
+    (tmp_path / "epoch-1.pt").write_bytes((tiny.root / "base.pt").read_bytes())
+    files = run_main(REPO_DIR / "zipformer" / "export-onnx.py", ["--tokens", str(tiny.root / "tokens.txt"), "--exp-dir", str(tmp_path),
+                     *TINY_MODEL_FLAGS, "--epoch", "1", "--avg", "1", "--use-averaged-model", "0"])
+    model = onnx_transducer(files)
+    assert model.domains is None
+    x, x_lens = pad_features(features(seed=5, lengths=(60,)))
+    with pytest.raises(UserError, match="has no domain input"):
+        model.run_encoder(x, x_lens, np.array([0]))
+    with pytest.raises(UserError, match="has no domain input"):
+        onnx_transcribe(model, {}, ["a.wav"], 1, ["call"])
