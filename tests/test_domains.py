@@ -1,6 +1,7 @@
 """Several domains on one base: stacked tuners applied per utterance, the registry's checks, the
 decode/pretrained scripts and the one ONNX encoder for every domain."""
 import argparse
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Sequence
@@ -369,6 +370,9 @@ def test_decode_mixed_domains_table_equals_separate_decodes(tiny_corpus, trained
         "--base-ckpt", trained.base_ckpt, "--tuners", tuners_spec(trained.files),
         "--cut-domains", "source=call,target=medical,dev=base", "--mixed-domains", "1",
     )
+    (log,) = (mixed_dir / "greedy_search").glob("log-decode-*")
+    mixed_batches = re.search(r"(\d+) of (\d+) batches mixed several domains", log.read_text())
+    assert int(mixed_batches.group(1)) >= 1, log.read_text()[-2000:]
     (table,) = (mixed_dir / "greedy_search").glob("domains-table-*-adapters-domains-call-medical-mixed*.txt")
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in table.read_text().splitlines()[1:]}
     assert {name: row[0] for name, row in rows.items()} == {"source": "call", "target": "medical", "dev": "base"}
@@ -443,6 +447,7 @@ def test_pretrained_onnx_pretrained_and_onnx_decode_take_each_utterances_domain(
         (["--cut-domains", "source=call"], "cut target-test-00000-0 of test set target names no domain"),
         (["--cut-domains", "source=call,other=base"], "--cut-domains names test set other, which --test-cuts lacks"),
         (["--cut-domains", "source=call,target=base", "--forgetting-report", "1"], "decode --tuners without it"),
+        (["--cut-domains", "source=call,target=base", "--adapter-ckpt", "a.pt"], "drop --adapter-ckpt"),
     ],
 )
 def test_decode_domain_errors_are_one_line_and_write_no_results(tiny_corpus, trained, tmp_path, flags, words):

@@ -29,6 +29,7 @@ class DomainsSession(DecodingSession):
     def __init__(self, recipe: DomainsRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
         super().__init__(recipe, args, given)
         self.registry = recipe.registry
+        self.batches_mixed = [0, 0]  # batches of one domain, of several
         cut_domains = parse_cut_domains(self.params.cut_domains, list(self.test_sets))
         # {test set: {cut id: domain}}: unknown or missing domains fail before any decoding.
         self.cut_domains: Dict[str, Dict[str, str]] = {}
@@ -40,6 +41,7 @@ class DomainsSession(DecodingSession):
     def _batch_context(self, domain_of: Callable[[str], str]) -> BatchContext:
         def selected(batch: dict):
             names = [domain_of(cut.id) for cut in batch["supervisions"]["cut"]]
+            self.batches_mixed[len(set(names)) > 1] += 1
             return self.registry.selected(self.model, names, "a cut")
 
         return selected
@@ -73,6 +75,7 @@ class DomainsSession(DecodingSession):
             results = decode_dataset(
                 self.data.test_dataloaders(mixed), self.params, self.model, self.sp, "mixed domains", context
             )
+        logging.info(f"{self.batches_mixed[1]} of {sum(self.batches_mixed)} batches mixed several domains")
         by_set: Dict[str, List[Result]] = {name: [] for name in self.test_sets}
         for result in results:
             by_set[owner[result[0]]].append(result)

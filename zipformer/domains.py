@@ -97,6 +97,8 @@ class DomainsRecipe(DecodingRecipe):
         self.registry: DomainRegistry
 
     def load_state_dict(self, params: AttributeDict) -> LoadedWeights:
+        if params.get("tuner_ckpt"):
+            raise UserError(f"--tuners holds every domain's file: drop --{self.tuner.file_prefix}ckpt (or add it to --tuners)")
         flag = "--base-ckpt" if params.get("base_ckpt") else "--checkpoint"
         path = params.get("base_ckpt") or params.get("checkpoint")
         if not path:
