@@ -32,7 +32,14 @@ from zipformer.domains import DomainRegistry, load_domains  # noqa: E402
 from zipformer.memory import release_freed_memory, resident_memory_mb  # noqa: E402
 from zipformer.model_args import add_model_arguments  # noqa: E402
 from zipformer.model_args import get_model as get_base_model  # noqa: E402
-from zipformer.tuner import Tuner, base_tensors, domains_selected, load_tuner_file, load_with_tuner, save_tuner_file  # noqa: E402
+from zipformer.tuner import (  # noqa: E402
+    Tuner,
+    base_tensors,
+    domains_selected,
+    load_tuner_file,
+    load_with_tuner,
+    save_tuner_file,
+)
 from zipformer.tuning import get_tuned_model  # noqa: E402
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
 from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
@@ -152,8 +159,9 @@ def main() -> None:
     print("domains\tone base + N stacked tuners\tN separate models\tparameters (stacked / separate)")
     for n, result in rows:
         stacked, separate = result["stacked"], result["separate"]
-        print(f"{n}\t{stacked['rss_mb']:.0f} ({stacked['models_mb']:.0f})\t{separate['rss_mb']:.0f} ({separate['models_mb']:.0f})"
-              f"\t{stacked['parameters'] / 1e6:.2f}M / {separate['parameters'] / 1e6:.2f}M")
+        cells = [f"{r['rss_mb']:.0f} ({r['models_mb']:.0f})" for r in (stacked, separate)]
+        counts = f"{stacked['parameters'] / 1e6:.2f}M / {separate['parameters'] / 1e6:.2f}M"
+        print("\t".join([str(n), *cells, counts]))
 
 
 if __name__ == "__main__":

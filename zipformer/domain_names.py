@@ -89,8 +89,12 @@ def parse_cut_domains(spec: Optional[str], test_sets: Sequence[str]) -> Dict[str
 
 def add_file_domain_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--domain", type=str, default=None, help="The domain of every sound file (a --tuners name or 'base').")
-    group.add_argument("--domains", type=str, default=None, help="The domain of each sound file, comma-separated, in order.")
+    group.add_argument(
+        "--domain", type=str, default=None, help="The domain of every sound file (a --tuners name or 'base')."
+    )
+    group.add_argument(
+        "--domains", type=str, default=None, help="The domain of each sound file, comma-separated, in order."
+    )
 
 
 def file_domains(args: argparse.Namespace, sound_files: Sequence[str]) -> Optional[List[str]]:

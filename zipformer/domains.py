@@ -98,7 +98,9 @@ class DomainsRecipe(DecodingRecipe):
 
     def load_state_dict(self, params: AttributeDict) -> LoadedWeights:
         if params.get("tuner_ckpt"):
-            raise UserError(f"--tuners holds every domain's file: drop --{self.tuner.file_prefix}ckpt (or add it to --tuners)")
+            raise UserError(
+                f"--tuners holds every domain's file: drop --{self.tuner.file_prefix}ckpt (or add it to --tuners)"
+            )
         flag = "--base-ckpt" if params.get("base_ckpt") else "--checkpoint"
         path = params.get("base_ckpt") or params.get("checkpoint")
         if not path:
@@ -112,7 +114,8 @@ class DomainsRecipe(DecodingRecipe):
     def get_model(self, params: AttributeDict) -> nn.Module:
         model = get_base_model(params)
         count = self.registry.stack_into(model)
-        logging.info(f"{self.tuner.name} of {len(self.registry.names)} domains ({', '.join(self.registry.names)}): {count} parameters")
+        names = self.registry.names
+        logging.info(f"{self.tuner.name} of {len(names)} domains ({', '.join(names)}): {count} parameters")
         return model
 
     def load_weights(self, model: nn.Module, weights: LoadedWeights, params: AttributeDict) -> None:

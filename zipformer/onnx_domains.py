@@ -61,7 +61,9 @@ def check_domain_rows(num_domains: int) -> list:
 
 
 @torch.no_grad()
-def check_domains_export(model: nn.Module, tuner: Tuner, files: Dict[str, Path], feature_dim: int, num_domains: int) -> Dict[str, float]:
+def check_domains_export(
+    model: nn.Module, tuner: Tuner, files: Dict[str, Path], feature_dim: int, num_domains: int
+) -> Dict[str, float]:
     """Raise RuntimeError unless onnxruntime reproduces PyTorch in every domain and in a mixed batch."""
     onnx_model = OnnxTransducer(files["encoder"], files["decoder"], files["joiner"])
     inputs = check_inputs(feature_dim, onnx_model.vocab_size, onnx_model.context_size)
@@ -120,7 +122,9 @@ def export_domains(
         return len(recipe.registry.names)
 
     encoder_file = EncoderFile(
-        write=lambda model, filename, feature_dim, meta: export_domains_encoder(model, tuner, filename, feature_dim, meta),
+        write=lambda model, filename, feature_dim, meta: export_domains_encoder(
+            model, tuner, filename, feature_dim, meta
+        ),
         check=lambda model, files, feature_dim: check_domains_export(model, tuner, files, feature_dim, num_domains()),
         int8_report=lambda files, int8_files, feature_dim: int8_differences(
             files, int8_files, feature_dim, np.array(check_domain_rows(num_domains())[-1], dtype=np.int64)

@@ -357,7 +357,9 @@ def transcribe(tuner: Tuner, params: AttributeDict, given: frozenset) -> List[st
 
 def pretrained_main(tuner: Tuner) -> None:
     """pretrained.py of a tuner recipe (the base model is --checkpoint, or --base-ckpt)."""
-    pretrained.main(TunerDecodingRecipe(tuner), get_pretrained_parser(tuner), lambda params, given: transcribe(tuner, params, given))
+    pretrained.main(
+        TunerDecodingRecipe(tuner), get_pretrained_parser(tuner), lambda params, given: transcribe(tuner, params, given)
+    )
 
 
 # ---- export-onnx.py ------------------------------------------------------------------------------
@@ -393,19 +395,27 @@ def get_export_parser(
     return parser
 
 
-def export_domains_main(tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]], parser: argparse.ArgumentParser, merge: bool) -> Dict[str, Path]:
+def export_domains_main(
+    tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]], parser: argparse.ArgumentParser, merge: bool
+) -> Dict[str, Path]:
     """export-onnx.py --tuners: one encoder for every domain (input `domain`), encoder-domains-{names}.onnx."""
     recipe = DomainsRecipe(tuner)
 
-    def export_function(params: AttributeDict, recipe: DomainsRecipe, metadata, file_suffix, given: frozenset) -> Dict[str, Path]:
+    def export_function(
+        params: AttributeDict, recipe: DomainsRecipe, metadata, file_suffix, given: frozenset
+    ) -> Dict[str, Path]:
         if merge:
-            raise UserError(f"{flag_name(_merge_flag(tuner))} folds one {tuner.name} into the base: export --tuners without it")
+            raise UserError(
+                f"{flag_name(_merge_flag(tuner))} folds one {tuner.name} into the base: export --tuners without it"
+            )
         return export_domains(params, recipe, metadata, file_suffix, given)
 
     def file_suffix(params: AttributeDict) -> str:
         return "domains-" + "-".join(recipe.registry.names)
 
-    return onnx_export.main(recipe, default_exp_dir, None, file_suffix, argv, parser=parser, export_function=export_function)
+    return onnx_export.main(
+        recipe, default_exp_dir, None, file_suffix, argv, parser=parser, export_function=export_function
+    )
 
 
 def export_main(

@@ -74,7 +74,9 @@ class StackedAdapters(nn.Module):
         """x (T, N, D) -> (T, N, D)."""
         index = self.domain_index
         if index is None:
-            raise RuntimeError("StackedAdapters needs each utterance's domain: run the model inside domains_selected()")
+            raise RuntimeError(
+                "StackedAdapters needs each utterance's domain: run the model inside domains_selected()"
+            )
         hidden = torch.einsum("tnd,nbd->tnb", x, per_utterance(self.in_weight, index))
         hidden = self.activation(hidden + per_utterance(self.in_bias, index))
         delta = torch.einsum("tnb,ndb->tnd", hidden, per_utterance(self.out_weight, index))

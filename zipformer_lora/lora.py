@@ -73,7 +73,9 @@ class _StackedLoRAHook:
     def __call__(self, module: nn.Module, inputs: Tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
         index = self.domain_index
         if index is None:
-            raise RuntimeError("a LoRA model of several domains needs each utterance's domain: run it inside domains_selected()")
+            raise RuntimeError(
+                "a LoRA model of several domains needs each utterance's domain: run it inside domains_selected()"
+            )
         x = self.linear_input(inputs[0])  # (T, N, in)
         low_rank = torch.einsum("tni,nri->tnr", x, per_utterance(module.lora_A, index))
         delta = torch.einsum("tnr,nor->tno", low_rank, per_utterance(module.lora_B, index))
