@@ -488,3 +488,19 @@ def test_a_single_domain_encoder_given_a_domain_is_one_line(tiny, tmp_path):
         model.run_encoder(x, x_lens, np.array([0]))
     with pytest.raises(UserError, match="has no domain input"):
         onnx_transcribe(model, {}, ["a.wav"], 1, ["call"])
+
+
+def test_benchmark_holds_the_base_once_with_stacked_tuners(tiny, tmp_path):
+    from local.benchmark_domains import load_models, write_random_tuners
+
+    tuner = TUNERS["adapters"]
+    base_ckpt = tiny.root / "base.pt"
+    files = write_random_tuners(base_ckpt, tuner, 4, 3, tmp_path)
+    spec = ",".join(f"d{k}={path}" for k, path in enumerate(files))
+    (stacked,) = load_models("stacked", spec, base_ckpt, tuner, 4)
+    separate = load_models("separate", spec, base_ckpt, tuner, 4)
+    base_count = sum(p.numel() for p in tiny.base.parameters())
+    tuner_count = sum(p.numel() for n, p in separate[0].named_parameters() if tuner.is_tuner_key(n))
+    assert len(separate) == 3 and 0 < tuner_count < base_count
+    assert sum(p.numel() for p in stacked.parameters()) == base_count + 3 * tuner_count
+    assert sum(p.numel() for m in separate for p in m.parameters()) == 3 * (base_count + tuner_count)
