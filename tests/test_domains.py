@@ -16,7 +16,7 @@ from conftest import REPO_DIR, TINY_MODEL_FLAGS, data_flags, run_script
 from test_onnx_export import load_script, restored_root_logging, run_main
 from zipformer.beam_search import greedy_search_batch, modified_beam_search
 from zipformer.domain_names import domain_index, parse_tuners
-from zipformer.domains import DomainRegistry, load_domains
+from zipformer.domains import DomainRegistry, DomainsRecipe, load_domains
 from zipformer.model_args import add_model_arguments
 from zipformer.model_args import get_model as get_base_model
 from zipformer import onnx_decode
@@ -504,3 +504,11 @@ def test_benchmark_holds_the_base_once_with_stacked_tuners(tiny, tmp_path):
     assert len(separate) == 3 and 0 < tuner_count < base_count
     assert sum(p.numel() for p in stacked.parameters()) == base_count + 3 * tuner_count
     assert sum(p.numel() for m in separate for p in m.parameters()) == 3 * (base_count + tuner_count)
+
+
+def test_the_registry_needs_a_base_and_replaces_a_single_tuner_file():
+    recipe = DomainsRecipe(TUNERS["lora"])
+    with pytest.raises(UserError, match="--tuners needs --base-ckpt"):
+        recipe.load_state_dict(AttributeDict(tuners="a=a.pt", base_ckpt=None))
+    with pytest.raises(UserError, match="drop --lora-ckpt"):
+        recipe.load_state_dict(AttributeDict(tuners="a=a.pt", base_ckpt="base.pt", tuner_ckpt="b.pt"))
