@@ -7,8 +7,9 @@ configuration and vocabulary come from `zipformer.model_loader.load_model`.
 import argparse
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
 import sentencepiece as spm
 import torch
@@ -43,6 +44,8 @@ GIGASPEECH_DEFAULTS = {
 
 # (cut_id, reference words, hypothesis words)
 Result = Tuple[str, List[str], List[str]]
+# What a batch is decoded inside (e.g. each utterance's domain in a model of several domains).
+BatchContext = Callable[[dict], ContextManager]
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +154,7 @@ def decode_dataset(
     model: nn.Module,
     sp: spm.SentencePieceProcessor,
     test_set_name: str,
+    batch_context: Optional[BatchContext] = None,
 ) -> List[Result]:
     results: List[Result] = []
     start = time.time()
@@ -159,7 +163,8 @@ def decode_dataset(
         cut_ids = [cut.id for cut in batch["supervisions"]["cut"]]
         refs = batch["supervisions"]["text"]
         warn_non_finite_features(batch["inputs"], cut_ids, test_set_name)
-        hyps = decode_batch(params, model, sp, batch)
+        with batch_context(batch) if batch_context else nullcontext():
+            hyps = decode_batch(params, model, sp, batch)
         for cut_id, ref, hyp in zip(cut_ids, refs, hyps):
             results.append((cut_id, ref.split(), hyp))
         audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
@@ -234,16 +239,17 @@ class DecodingSession:
 
     def decode_all(self, suffix: str) -> Dict[str, float]:
         """Decode every test set and write its result files; return {test_set_name: WER %}."""
-        params = self.params
-        key = result_key(params)
         wers = {}
         with torch.no_grad():
             for name, cuts in self.test_sets.items():
-                results = self.decode_test_set(name, cuts)
-                if params.gigaspeech_scoring:
-                    results = normalize_gigaspeech_results(results)
-                wers[name] = save_results(params, name, results, key, suffix)
+                wers[name] = self.save_test_set(name, self.decode_test_set(name, cuts), suffix)
         return wers
+
+    def save_test_set(self, name: str, results: List[Result], suffix: str) -> float:
+        """Score one test set's results (GigaSpeech-normalised if asked) and write its files; the WER %."""
+        if self.params.gigaspeech_scoring:
+            results = normalize_gigaspeech_results(results)
+        return save_results(self.params, name, results, result_key(self.params), suffix)
 
     def decode_test_set(self, name: str, cuts) -> List[Result]:
         return decode_dataset(self.data.test_dataloaders(cuts), self.params, self.model, self.sp, name)

@@ -13,6 +13,10 @@ Usage:
   # a streaming export (export-onnx-streaming.py) is recognised by its metadata and decoded chunk
   # by chunk (onnxruntime) or by sherpa-onnx's online recognizer:
   ./zipformer/onnx_decode.py --encoder-model-filename zipformer/exp-causal/encoder-epoch-30-avg-9-chunk-16-left-128.onnx ...
+  # an encoder of several domains (export-onnx.py --tuners): each cut's domain is its custom field
+  # "domain", else its test set's (onnxruntime only: sherpa-onnx has no domain input)
+  ./zipformer/onnx_decode.py --encoder-model-filename exp/encoder-domains-call-medical.onnx ... \
+      --test-cuts calls=...,dictation=... --cut-domains calls=call,dictation=medical
 
 Writes {exp_dir}/greedy_search/{recogs,errs,wer-summary}-{test_set}-greedy_search-{runtime}-{name}.txt,
 where {runtime} is onnx or sherpa-onnx and {name} the encoder file name without "encoder-" and
@@ -29,17 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
-from typing import Dict, List, Tuple, Union  # noqa: E402
+from typing import Callable, Dict, List, Optional, Tuple, Union  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from zipformer.asr_datamodule import AsrDataModule  # noqa: E402
 from zipformer.decoding import Result, save_results  # noqa: E402
+from zipformer.domain_names import add_cut_domain_arguments, cut_domain, parse_cut_domains  # noqa: E402
 from zipformer.onnx_inference import OnnxTransducer, read_tokens, tokens_to_text  # noqa: E402
 from zipformer.onnx_streaming import OnnxStreamingTransducer, is_streaming  # noqa: E402
 from zipformer.scoring import normalize_gigaspeech_results  # noqa: E402
 from zipformer.sherpa_online import decode_online, online_recognizer  # noqa: E402
-from zipformer.utils import AttributeDict, exit_on_user_error, setup_logger, str2bool  # noqa: E402
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger, str2bool  # noqa: E402
 
 RESULT_KEY = "greedy_search"
 FRAME_SHIFT_SECONDS = 0.01
@@ -71,6 +76,7 @@ def get_parser() -> argparse.ArgumentParser:
         default=False,
         help="Normalise references and hypotheses as GigaSpeech's scoring does (fillers, tags, hyphens).",
     )
+    add_cut_domain_arguments(parser)
     AsrDataModule.add_arguments(parser)
     return parser
 
@@ -81,14 +87,25 @@ def result_suffix(encoder_filename: Path, runtime: str = "onnxruntime") -> str:
     return prefix + encoder_filename.name.removesuffix(".onnx").removeprefix("encoder-")
 
 
-def decode_dataset(dl, model: Union[OnnxTransducer, OnnxStreamingTransducer], tokens: Dict[int, str], test_set_name: str) -> List[Result]:
+def decode_dataset(
+    dl,
+    model: Union[OnnxTransducer, OnnxStreamingTransducer],
+    tokens: Dict[int, str],
+    test_set_name: str,
+    domain_of: Optional[Callable[[object], str]] = None,
+) -> List[Result]:
+    """`domain_of(cut)`: each cut's domain name, for an encoder of several domains."""
     results: List[Result] = []
     audio_seconds = 0.0
     start = time.time()
     for batch_idx, batch in enumerate(dl):
         x = batch["inputs"].numpy()
         x_lens = batch["supervisions"]["num_frames"].numpy()
-        hyps = model.decode_features(x, x_lens)
+        if domain_of is None:
+            hyps = model.decode_features(x, x_lens)
+        else:
+            names = [domain_of(cut) for cut in batch["supervisions"]["cut"]]
+            hyps = model.decode_features(x, x_lens, model.domain_indices(names, f"test set {test_set_name}"))
         for cut, ref, hyp in zip(batch["supervisions"]["cut"], batch["supervisions"]["text"], hyps):
             results.append((cut.id, ref.split(), tokens_to_text(hyp, tokens).split()))
         audio_seconds += float(x_lens.sum()) * FRAME_SHIFT_SECONDS
@@ -165,6 +182,13 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
         params.encoder_model_filename, params.decoder_model_filename, params.joiner_model_filename, params.num_threads
     )
     model.check_tokens(tokens, params.tokens)
+    if params.cut_domains:
+        model.require_domains()
+    if model.domains is not None and params.runtime == "sherpa-onnx":
+        raise UserError(
+            f"{params.encoder_model_filename} has a domain input, which sherpa-onnx lacks: decode it with "
+            "--runtime onnxruntime, or give sherpa-onnx the per-domain exports"
+        )
     streaming = is_streaming(model)
     if streaming:
         model = OnnxStreamingTransducer(model, params.encoder_model_filename)
@@ -176,12 +200,15 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     logging.info(f"Decoding with {params.runtime} ({'streaming' if streaming else 'full context'}): {params}")
 
     data = AsrDataModule(params)
+    test_sets = data.load_test_cuts()
+    cut_domains = parse_cut_domains(params.cut_domains, list(test_sets))
     wers = {}
-    for name, cuts in data.load_test_cuts().items():
+    for name, cuts in test_sets.items():
         if params.runtime == "sherpa-onnx":
             results = decode_cuts_with_sherpa(cuts, params, name, streaming)
         else:
-            results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name)
+            domain_of = (lambda cut, name=name: cut_domain(cut, name, cut_domains)) if model.domains else None
+            results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name, domain_of)
         if params.gigaspeech_scoring:
             results = normalize_gigaspeech_results(results)
         wers[name] = save_results(params, name, results, RESULT_KEY, suffix)

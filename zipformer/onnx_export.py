@@ -21,6 +21,7 @@ import logging
 import os
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -152,21 +153,28 @@ def _trace(
     add_metadata(tmp, metadata)
 
 
+ENCODER_OUTPUTS = ["encoder_out", "encoder_out_lens"]
+ENCODER_DYNAMIC_AXES = {
+    "x": {0: "N", 1: "T"},
+    "x_lens": {0: "N"},
+    "encoder_out": {0: "N", 1: "T"},
+    "encoder_out_lens": {0: "N"},
+}
+
+
+def encoder_trace_inputs(feature_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """x (1, TRACE_FRAMES, feature_dim) and x_lens (1,): what the encoder is traced with."""
+    return torch.zeros(1, TRACE_FRAMES, feature_dim, dtype=torch.float32), torch.tensor([TRACE_FRAMES], dtype=torch.int64)
+
+
 def export_encoder(model: nn.Module, filename: Path, feature_dim: int, metadata: Dict[str, str]) -> None:
-    x = torch.zeros(1, TRACE_FRAMES, feature_dim, dtype=torch.float32)
-    x_lens = torch.tensor([TRACE_FRAMES], dtype=torch.int64)
     export_module(
         OnnxEncoder(model),
-        (x, x_lens),
+        encoder_trace_inputs(feature_dim),
         filename,
         input_names=["x", "x_lens"],
-        output_names=["encoder_out", "encoder_out_lens"],
-        dynamic_axes={
-            "x": {0: "N", 1: "T"},
-            "x_lens": {0: "N"},
-            "encoder_out": {0: "N", 1: "T"},
-            "encoder_out_lens": {0: "N"},
-        },
+        output_names=ENCODER_OUTPUTS,
+        dynamic_axes=ENCODER_DYNAMIC_AXES,
         metadata=metadata,
     )
 
@@ -313,13 +321,16 @@ def check_export(model: nn.Module, files: Dict[str, Path], feature_dim: int) -> 
     return differences
 
 
-def int8_differences(files: Dict[str, Path], int8_files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
-    """Max |int8 - fp32| of the encoder output and of the logits (a report, not a check)."""
+def int8_differences(
+    files: Dict[str, Path], int8_files: Dict[str, Path], feature_dim: int, domain: Optional[np.ndarray] = None
+) -> Dict[str, float]:
+    """Max |int8 - fp32| of the encoder output and of the logits (a report, not a check); `domain`:
+    the check utterances' domains for an encoder of several domains."""
     outputs = []
     for paths in (files, int8_files):
         session = OnnxTransducer(paths["encoder"], paths["decoder"], paths["joiner"])
         inputs = check_inputs(feature_dim, session.vocab_size, session.context_size)
-        encoder_out, _ = session.run_encoder(inputs["x"], inputs["x_lens"])
+        encoder_out, _ = session.run_encoder(inputs["x"], inputs["x_lens"], domain)
         logits = session.run_joiner(*_joiner_inputs(encoder_out, session.run_decoder(inputs["y"])))
         outputs.append((encoder_out, logits))
     return {
@@ -432,17 +443,29 @@ def log_written(files: Dict[str, Path], int8_files: Dict[str, Path]) -> Dict[str
     return {**files, **{f"{name}.int8": path for name, path in int8_files.items()}}
 
 
+@dataclass
+class EncoderFile:
+    """How the encoder file is traced and checked: the plain encoder, or one with an extra input
+    (zipformer.onnx_domains). Each takes (model, ...) as the functions it defaults to."""
+
+    write: Callable[[nn.Module, Path, int, Dict[str, str]], None] = export_encoder
+    check: Callable[[nn.Module, Dict[str, Path], int], Dict[str, float]] = check_export
+    int8_report: Callable[[Dict[str, Path], Dict[str, Path], int], Dict[str, float]] = int8_differences
+
+
 def export(
     params: AttributeDict,
     recipe: DecodingRecipe,
     encoder_metadata: Optional[MetadataHook] = None,
     file_suffix: SuffixHook = checkpoint_suffix,
     given: frozenset = frozenset(),
+    encoder_file: Optional[EncoderFile] = None,
 ) -> Dict[str, Path]:
     """Write the fp32 and int8 files; return their paths by name (encoder, ..., encoder.int8, ...).
 
     `given`: the flags typed on the command line (zipformer.model_config.flags_given).
     """
+    encoder_file = encoder_file or EncoderFile()
     model, state_dict = load_export_model(params, recipe, given)
     # The traced graph of a causal model is its full-context forward (Zipformer2.chunk_config):
     # the PyTorch reference it is checked against must be too, whatever --chunk-size says.
@@ -451,11 +474,11 @@ def export(
     metadata = encoder_metadata_of(ENCODER_METADATA, params, state_dict, encoder_metadata)
     logging.info(f"Exporting {files['encoder'].name} (metadata {metadata}), the decoder and the joiner")
     with written_together(files, int8_files) as (tmp_files, tmp_int8_files):
-        export_encoder(model, tmp_files["encoder"], params.feature_dim, metadata)
+        encoder_file.write(model, tmp_files["encoder"], params.feature_dim, metadata)
         export_decoder_and_joiner(model, tmp_files, params)
-        check_export(model, tmp_files, params.feature_dim)
+        encoder_file.check(model, tmp_files, params.feature_dim)
         quantize_files(tmp_files, tmp_int8_files)
-        report = int8_differences(tmp_files, tmp_int8_files, params.feature_dim)
+        report = encoder_file.int8_report(tmp_files, tmp_int8_files, params.feature_dim)
     logging.info("int8 vs fp32, max abs difference: " + ", ".join(f"{k} {v:.3g}" for k, v in report.items()))
     return log_written(files, int8_files)
 

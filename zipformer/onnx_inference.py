@@ -8,13 +8,14 @@ projects to the vocabulary.
 import argparse
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import kaldi_native_fbank as knf
 import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
+from zipformer.domain_names import DOMAINS_METADATA, domain_index
 from zipformer.errors import UserError
 
 PathLike = Union[str, Path]
@@ -143,9 +144,14 @@ def _int_metadata(session: ort.InferenceSession, key: str, filename: PathLike) -
 
 
 class OnnxTransducer:
-    """The three exported files in onnxruntime sessions, and greedy search over them."""
+    """The three exported files in onnxruntime sessions, and greedy search over them.
+
+    An encoder of several domains (export-onnx.py --tuners) has a third input, `domain` (N,) int64,
+    and lists its domains in its metadata; `domains` is then their names (else None).
+    """
 
     def __init__(self, encoder: PathLike, decoder: PathLike, joiner: PathLike, num_threads: int = 1) -> None:
+        self.encoder_filename = encoder
         self.encoder = _session(encoder, num_threads)
         self.decoder = _session(decoder, num_threads)
         self.joiner = _session(joiner, num_threads)
@@ -153,6 +159,9 @@ class OnnxTransducer:
         self.vocab_size = _int_metadata(self.decoder, "vocab_size", decoder)
         self.joiner_dim = _int_metadata(self.joiner, "joiner_dim", joiner)
         self.feature_dim = self.encoder.get_inputs()[0].shape[2]
+        self.domains: Optional[List[str]] = None
+        if "domain" in [i.name for i in self.encoder.get_inputs()]:
+            self.domains = self.encoder.get_modelmeta().custom_metadata_map[DOMAINS_METADATA].split(",")
         dims = {"encoder": self.encoder.get_outputs()[0].shape[2], "decoder": self.decoder.get_outputs()[0].shape[1]}
         if any(dim != self.joiner_dim for dim in dims.values()):
             raise UserError(
@@ -167,12 +176,37 @@ class OnnxTransducer:
                 f"{self.vocab_size}: pass the tokens.txt of the model"
             )
 
-    def run_encoder(self, x: np.ndarray, x_lens: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """x: (N, T, 80) float32, x_lens: (N,) -> (N, T', joiner_dim) and (N,) int64."""
+    def require_domains(self) -> List[str]:
+        """The encoder's domain names; UserError for an encoder without the domain input."""
+        if self.domains is None:
+            raise UserError(
+                f"{self.encoder_filename} has no domain input (one model, one domain): drop the domain flags, "
+                "or export one encoder for every domain with export-onnx.py --tuners"
+            )
+        return self.domains
+
+    def domain_indices(self, names: Sequence[str], source: str) -> np.ndarray:
+        """(N,) int64 indices of per-utterance domain names (-1 = base) for run_encoder."""
+        domains = self.require_domains()
+        return np.array([domain_index(name, domains, source) for name in names], dtype=np.int64)
+
+    def run_encoder(
+        self, x: np.ndarray, x_lens: np.ndarray, domain: Optional[np.ndarray] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """x: (N, T, 80) float32, x_lens: (N,), for an encoder of several domains domain (N,) int64
+        (domain_indices) -> (N, T', joiner_dim) and (N,) int64."""
         inputs = self.encoder.get_inputs()
-        encoder_out, encoder_out_lens = self.encoder.run(
-            None, {inputs[0].name: x.astype(np.float32), inputs[1].name: x_lens.astype(np.int64)}
-        )
+        feed = {inputs[0].name: x.astype(np.float32), inputs[1].name: x_lens.astype(np.int64)}
+        if self.domains is not None:
+            if domain is None:
+                raise UserError(
+                    f"{self.encoder_filename} serves the domains {', '.join(self.domains)}: give each utterance's "
+                    "domain (--domain/--domains, --cut-domains; 'base' = no tuner)"
+                )
+            feed["domain"] = domain.astype(np.int64)
+        elif domain is not None:
+            self.require_domains()
+        encoder_out, encoder_out_lens = self.encoder.run(None, feed)
         return encoder_out, encoder_out_lens
 
     def run_decoder(self, contexts: np.ndarray) -> np.ndarray:
@@ -221,8 +255,8 @@ class OnnxTransducer:
             results[index] = hyps[position][self.context_size :]
         return results
 
-    def decode_features(self, x: np.ndarray, x_lens: np.ndarray) -> List[List[int]]:
-        """Padded fbank (N, T, 80) and lengths -> N token-id lists."""
+    def decode_features(self, x: np.ndarray, x_lens: np.ndarray, domain: Optional[np.ndarray] = None) -> List[List[int]]:
+        """Padded fbank (N, T, 80) and lengths (and domain indices, see run_encoder) -> N token-id lists."""
         if x.ndim != 3 or x.shape[2] != self.feature_dim:
             raise ValueError(f"expected features (N, T, {self.feature_dim}), got shape {x.shape}")
         if int(x_lens.min()) < MIN_INPUT_FRAMES:
@@ -230,5 +264,5 @@ class OnnxTransducer:
                 f"an utterance has {int(x_lens.min())} feature frames, the model needs at least "
                 f"{MIN_INPUT_FRAMES} (0.09 s of audio): drop or pad it"
             )
-        encoder_out, encoder_out_lens = self.run_encoder(x, x_lens)
+        encoder_out, encoder_out_lens = self.run_encoder(x, x_lens, domain)
         return self.greedy_search(encoder_out, encoder_out_lens)

@@ -8,6 +8,8 @@ Usage:
       --joiner-model-filename zipformer_adapter/exp/joiner-epoch-20-avg-1.onnx \\
       --tokens data/lang_bpe_500/tokens.txt \\
       foo.wav bar.wav
+  # an encoder of several domains (export-onnx.py --tuners): each file's domain ('base' = no tuner)
+  ./zipformer/onnx_pretrained.py ... --domains call,medical,base a.wav b.wav c.wav   # or --domain call
 
 Sound files: 16 kHz (the first channel is used). Features: 80-bin fbank computed with
 kaldi-native-fbank exactly as for training. Search: batched greedy search, one symbol per frame.
@@ -19,7 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-from typing import Dict, List, Sequence  # noqa: E402
+from typing import Dict, List, Optional, Sequence  # noqa: E402
+
+from zipformer.domain_names import add_file_domain_arguments, file_domains  # noqa: E402
 
 from zipformer.onnx_inference import (  # noqa: E402
     add_file_arguments,
@@ -39,17 +43,27 @@ def get_parser() -> argparse.ArgumentParser:
     add_file_arguments(parser)
     parser.add_argument("--num-threads", type=int, default=4, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
+    add_file_domain_arguments(parser)
     parser.add_argument("sound_files", type=str, nargs="+", help="16 kHz sound files (wav, flac, ...)")
     return parser
 
 
-def transcribe(model: OnnxTransducer, tokens: Dict[int, str], sound_files: Sequence[str], batch_size: int) -> List[str]:
-    """The text of each sound file, in order."""
+def transcribe(
+    model: OnnxTransducer,
+    tokens: Dict[int, str],
+    sound_files: Sequence[str],
+    batch_size: int,
+    domains: Optional[Sequence[str]] = None,
+) -> List[str]:
+    """The text of each sound file, in order; `domains`: each file's domain name (an encoder of
+    several domains)."""
+    indices = model.domain_indices(domains, "--domain/--domains") if domains is not None else None
     texts: List[str] = []
     for start in range(0, len(sound_files), batch_size):
         features = [compute_fbank(read_wave(f)) for f in sound_files[start : start + batch_size]]
         x, x_lens = pad_features(features)
-        texts.extend(tokens_to_text(ids, tokens) for ids in model.decode_features(x, x_lens))
+        domain = indices[start : start + batch_size] if indices is not None else None
+        texts.extend(tokens_to_text(ids, tokens) for ids in model.decode_features(x, x_lens, domain))
     return texts
 
 
@@ -66,7 +80,8 @@ def main() -> None:
                 f"{args.encoder_model_filename} is a streaming encoder: transcribe with "
                 "./zipformer/onnx_pretrained-streaming.py"
             )
-        texts = transcribe(model, tokens, args.sound_files, args.batch_size)
+        domains = file_domains(args, args.sound_files)
+        texts = transcribe(model, tokens, args.sound_files, args.batch_size, domains)
     for filename, text in zip(args.sound_files, texts):
         print(f"{filename}: {text}")
 

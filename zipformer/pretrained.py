@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-from typing import List, Optional, Tuple  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+from typing import Callable, ContextManager, List, Optional, Tuple  # noqa: E402
 
 import sentencepiece as spm  # noqa: E402
 import torch  # noqa: E402
@@ -98,7 +99,13 @@ def load_checkpoint_model(
     return model, sp
 
 
-def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> List[str]:
+# What the batch of sound files is decoded inside, given the model (e.g. each file's domain).
+ModelContext = Callable[[torch.nn.Module], ContextManager]
+
+
+def transcribe(
+    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset(), context: Optional[ModelContext] = None
+) -> List[str]:
     model, sp = load_checkpoint_model(params, recipe, given)
     features = read_features(params.sound_files)
     batch = {
@@ -106,18 +113,24 @@ def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset =
         "supervisions": {"num_frames": torch.tensor([f.shape[0] for f in features])},
     }
     params.decoding_method = params.method
-    with torch.no_grad():
+    with torch.no_grad(), context(model) if context else nullcontext():
         hyps = decode_batch(params, model, sp, batch)
     return [" ".join(words) for words in hyps]
 
 
-def main(recipe: DecodingRecipe) -> None:
+def main(
+    recipe: DecodingRecipe,
+    parser: Optional[argparse.ArgumentParser] = None,
+    run: Optional[Callable[[AttributeDict, frozenset], List[str]]] = None,
+) -> None:
+    """pretrained.py: `parser` defaults to get_parser(recipe), `run(params, given)` to transcribe with the recipe."""
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    parser = get_parser(recipe)
+    parser = parser or get_parser(recipe)
     params = AttributeDict(vars(parser.parse_args()))
     params.update(feature_dim=80, subsampling_factor=4)
     with exit_on_user_error():
-        texts = transcribe(params, recipe, flags_given(parser))
+        given = flags_given(parser)
+        texts = run(params, given) if run else transcribe(params, recipe, given)
     for name, text in zip(params.sound_files, texts):
         print(f"{name}:\n{text}\n")
 

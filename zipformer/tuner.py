@@ -8,6 +8,12 @@ tuner-only files with a fingerprint of the base they were trained on, and the re
 tuner into the shared training, decoding and export machinery. The base recipe knows no tuner by
 name, and a new tuner needs only its own directory.
 
+Several domains on one base (zipformer.domains): a tuner that implements `stack_domains` and
+`set_domain_index` holds N domains' tensors stacked (domain k at index k of a leading dim) and
+applies, per utterance, the tensors of the domain its index names; a negative index (-1) is the
+base model, exactly. The index reaches the modules through `domains_selected(model, tuner, index)`,
+so no forward signature of the base model changes.
+
 Tuner-only files (`{file_prefix}epoch-N.pt`, `{file_prefix}checkpoint-N.pt`) hold
   "model", "model_avg": the tuner's tensors (so checkpoint averaging works on them unchanged),
   "tuner": {"name", the tuner's flags}, "base_fingerprint": a hash of the base weights,
@@ -17,8 +23,9 @@ import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import torch
 from torch import nn
@@ -91,6 +98,18 @@ class Tuner(ABC):
     def merge(self, model: nn.Module) -> None:
         """Fold the tuner into the base weights, leaving a plain base model. Not every tuner can."""
         raise UserError(f"{self.name} cannot be merged into the base weights: export them unmerged")
+
+    def stack_domains(self, model: nn.Module, domains: Sequence["DomainTensors"]) -> int:
+        """Put modules into a base model that hold every domain's tensors stacked (domain k at
+        index k), each domain's taken with `DomainTensors.take`; return the number of tuner
+        parameters. Domains of different sizes are zero-padded to the largest (`stack_padded`).
+        The modules apply, per utterance, the domain that `set_domain_index` names."""
+        raise UserError(f"{self.name} cannot serve several domains from one model: decode each domain alone")
+
+    def set_domain_index(self, model: nn.Module, index: Optional[torch.Tensor]) -> None:
+        """Give the stacked modules of `model` the domain of each utterance: index (N,) int64,
+        negative = the base model; None when no batch is running."""
+        raise UserError(f"{self.name} cannot serve several domains from one model: decode each domain alone")
 
 
 def tuner_tensors(state_dict: Mapping[str, torch.Tensor], tuner: Tuner) -> StateDict:
@@ -215,10 +234,79 @@ def combine_base_and_tuner(
 ) -> StateDict:
     """A full state_dict from base weights and tuner tensors trained on that base (fingerprint checked)."""
     base = base_tensors(base, tuner)
-    fingerprint = tensors_fingerprint(base)
+    check_base_fingerprint(tensors_fingerprint(base), expected_fingerprint, base_source, tuner_source)
+    return {**base, **tensors}
+
+
+def check_base_fingerprint(fingerprint: str, expected_fingerprint: str, base_source: str, tuner_source: str) -> None:
+    """UserError unless a tuner file's recorded base fingerprint is the base's (`fingerprint`)."""
     if expected_fingerprint and fingerprint != expected_fingerprint:
         raise UserError(
             f"{tuner_source} was trained on another base model (fingerprint {expected_fingerprint}, "
             f"{base_source} has {fingerprint}): pass the --base-ckpt it was trained on"
         )
-    return {**base, **tensors}
+
+
+# ---- several domains in one model ----------------------------------------------------------------
+
+
+@dataclass
+class DomainTensors:
+    """One domain's tuner: its name, the file it came from, its flags (the file's "tuner" entry)
+    and its tensors. `take` hands a tensor to the stacking and records it, so that tensors no
+    module took (a file for another model shape) are found afterwards (`untaken`)."""
+
+    name: str
+    source: str
+    config: Mapping[str, Any]
+    tensors: StateDict
+    taken: Set[str] = field(default_factory=set)
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.tensors:
+            raise UserError(f"{self.source} (domain {self.name}) has no {key}: it does not fit this base model")
+        self.taken.add(key)
+        return self.tensors[key]
+
+    def untaken(self) -> List[str]:
+        return sorted(set(self.tensors) - self.taken)
+
+
+def stack_padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """K tensors of equal rank -> (K, *largest shape), each zero-padded at the end of every dim.
+
+    Padding a smaller adapter bottleneck or LoRA rank this way is exact: the padded rows of a
+    down-projection meet zero columns of the up-projection, so they add zeros to the output.
+    """
+    shape = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
+    stacked = torch.zeros(len(tensors), *shape, dtype=tensors[0].dtype)
+    for k, t in enumerate(tensors):
+        stacked[(k, *(slice(0, n) for n in t.shape))] = t
+    return stacked
+
+
+def take_stacked(domains: Sequence[DomainTensors], key: str) -> torch.Tensor:
+    """Every domain's `key`, stacked and zero-padded: (K, *largest shape)."""
+    return stack_padded([domain.take(key) for domain in domains])
+
+
+def per_utterance(stacked: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """stacked (K, ...), index (N,) -> (N, ...): each utterance's domain (a negative index gathers
+    some domain's row, which `base_rows_kept` then discards)."""
+    return stacked[index]
+
+
+def base_rows_kept(index: torch.Tensor, base: torch.Tensor, tuned: torch.Tensor) -> torch.Tensor:
+    """base, tuned (T, N, C): `tuned` for utterances with a domain, `base` itself (bit-exact) where
+    index < 0."""
+    return torch.where((index >= 0).view(1, -1, 1), tuned, base)
+
+
+@contextmanager
+def domains_selected(model: nn.Module, tuner: Tuner, index: torch.Tensor) -> Iterator[None]:
+    """Run `model` with each utterance in its own domain: index (N,) int64 in batch order, -1 = base."""
+    tuner.set_domain_index(model, index)
+    try:
+        yield
+    finally:
+        tuner.set_domain_index(model, None)

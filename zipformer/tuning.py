@@ -5,10 +5,12 @@ A tuner's recipe directory is its Tuner plus thin scripts:
   decode.py:      decode_main(tuner)        (with --forgetting-report: the tuner off and on)
   export-onnx.py: export_main(tuner)        (with --merge-{name} when the tuner can merge)
   export-onnx-streaming.py: streaming_export_main(tuner)  (a causal model; the same flags)
-  pretrained.py:  pretrained.main(TunerDecodingRecipe(tuner))
+  pretrained.py:  pretrained_main(tuner)
   merge.py:       merge_main(tuner)         (mergeable tuners: a plain base checkpoint)
 The fine-tune flags are icefall's (--do-finetune, --finetune-ckpt, --init-modules, the tuner's
---use-*/size flags); one base model serves several tuners through `--base-ckpt` + tuner-only files.
+--use-*/size flags); one base model serves several tuners through `--base-ckpt` + tuner-only files,
+and several domains at once through `--tuners name=path,...` (zipformer.domains): decode.py,
+pretrained.py and export-onnx.py then run each utterance in its own domain.
 """
 import argparse
 import logging
@@ -30,10 +32,14 @@ from zipformer.checkpoint import (
     write_checkpoint_file,
 )
 from zipformer.decoding import DecodingSession
+from zipformer.domain_decoding import DomainsSession
+from zipformer.domain_names import add_cut_domain_arguments, add_file_domain_arguments, file_domains
+from zipformer.domains import DomainsRecipe
 from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, check_causal
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import flags_given, model_config
 from zipformer.model_loader import resolve_weights
+from zipformer.onnx_domains import export_domains
 from zipformer.recipe import DecodingRecipe
 from zipformer.training import TrainingRecipe, load_pretrained_weights
 from zipformer.tuner import (
@@ -98,6 +104,16 @@ def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_train
         default=None,
         help=f"The base model ({{'model': state_dict}}) the {tuner.name}-only files were trained on; "
         f"with it, --epoch/--avg average {tuner.file_prefix}epoch-N.pt files of --exp-dir.",
+    )
+
+
+def add_tuners_argument(parser: argparse.ArgumentParser, tuner: Tuner) -> None:
+    parser.add_argument(
+        "--tuners",
+        type=str,
+        default=None,
+        help=f"Several domains on one base: name=path,... of {tuner.name}-only files ({tuner.file_prefix}epoch-N.pt) "
+        "trained on --base-ckpt, each utterance run in its own domain ('base': no tuner).",
     )
 
 
@@ -271,7 +287,23 @@ def get_decode_parser(tuner: Tuner) -> argparse.ArgumentParser:
         default=False,
         help=f"Decode every test set with the {tuner.name} off and on, and write forgetting-report-*.txt.",
     )
+    add_tuners_argument(parser, tuner)
+    add_cut_domain_arguments(parser)
+    parser.add_argument(
+        "--mixed-domains",
+        type=str2bool,
+        default=False,
+        help="With --tuners: decode all test sets as one shuffled cut set, so that batches mix domains.",
+    )
     return parser
+
+
+def decode_domains(tuner: Tuner, args: argparse.Namespace, given: frozenset) -> Dict[str, float]:
+    """decode.py --tuners: every cut in its own domain; returns {test_set_name: WER %}."""
+    if args.forgetting_report:
+        raise UserError("--forgetting-report compares one tuner off and on: decode --tuners without it")
+    session = DomainsSession(DomainsRecipe(tuner), args, given)
+    return session.decode_all(session.suffix)
 
 
 def decode_main(tuner: Tuner) -> None:
@@ -279,6 +311,12 @@ def decode_main(tuner: Tuner) -> None:
     args = parser.parse_args()
     switch = flag_name(tuner.switch)
     with exit_on_user_error():
+        if args.tuners:
+            decode_domains(tuner, args, flags_given(parser))
+            logging.info("Done!")
+            return
+        if args.cut_domains or args.mixed_domains:
+            raise UserError("--cut-domains and --mixed-domains need --tuners name=path,... (the registry of domains)")
         if args.forgetting_report and not getattr(args, tuner.switch):
             raise UserError(f"--forgetting-report compares {tuner.name} off and on: it needs {switch} 1")
         session = DecodingSession(TunerDecodingRecipe(tuner), args, flags_given(parser))
@@ -292,6 +330,36 @@ def decode_main(tuner: Tuner) -> None:
         else:
             session.decode_all(session.suffix)
         logging.info("Done!")
+
+
+# ---- pretrained.py -------------------------------------------------------------------------------
+
+
+def get_pretrained_parser(tuner: Tuner) -> argparse.ArgumentParser:
+    parser = pretrained.get_parser(TunerDecodingRecipe(tuner))
+    add_tuners_argument(parser, tuner)
+    add_file_domain_arguments(parser)
+    return parser
+
+
+def transcribe(tuner: Tuner, params: AttributeDict, given: frozenset) -> List[str]:
+    """pretrained.py's texts: with --tuners, each sound file in its --domain / --domains."""
+    names = file_domains(params, params.sound_files)
+    if not params.tuners:
+        if names is not None:
+            raise UserError("--domain and --domains need --tuners name=path,... (the registry of domains)")
+        return pretrained.transcribe(params, TunerDecodingRecipe(tuner), given)
+    if names is None:
+        raise UserError("--tuners needs each file's domain: --domain NAME for all, or --domains a,b,... (one per file)")
+    recipe = DomainsRecipe(tuner)
+    return pretrained.transcribe(params, recipe, given, lambda model: recipe.registry.selected(model, names, "--domains"))
+
+
+def pretrained_main(tuner: Tuner) -> None:
+    """pretrained.py of a tuner recipe (the base model is --checkpoint, or --base-ckpt)."""
+    pretrained.main(
+        TunerDecodingRecipe(tuner), get_pretrained_parser(tuner), lambda params, given: transcribe(tuner, params, given)
+    )
 
 
 # ---- export-onnx.py ------------------------------------------------------------------------------
@@ -322,7 +390,32 @@ def get_export_parser(
             help=f"Fold the {tuner.name} into the base weights first: the files are a plain Zipformer "
             f"(no {tuner.name} nodes, no extra cost at inference) that any runtime loads.",
         )
+    if exporter is onnx_export:
+        add_tuners_argument(parser, tuner)
     return parser
+
+
+def export_domains_main(
+    tuner: Tuner, default_exp_dir: str, argv: Optional[List[str]], parser: argparse.ArgumentParser, merge: bool
+) -> Dict[str, Path]:
+    """export-onnx.py --tuners: one encoder for every domain (input `domain`), encoder-domains-{names}.onnx."""
+    recipe = DomainsRecipe(tuner)
+
+    def export_function(
+        params: AttributeDict, recipe: DomainsRecipe, metadata, file_suffix, given: frozenset
+    ) -> Dict[str, Path]:
+        if merge:
+            raise UserError(
+                f"{flag_name(_merge_flag(tuner))} folds one {tuner.name} into the base: export --tuners without it"
+            )
+        return export_domains(params, recipe, metadata, file_suffix, given)
+
+    def file_suffix(params: AttributeDict) -> str:
+        return "domains-" + "-".join(recipe.registry.names)
+
+    return onnx_export.main(
+        recipe, default_exp_dir, None, file_suffix, argv, parser=parser, export_function=export_function
+    )
 
 
 def export_main(
@@ -333,6 +426,8 @@ def export_main(
     parser = get_export_parser(tuner, default_exp_dir, exporter)
     known, _ = parser.parse_known_args(argv)
     merge = bool(getattr(known, _merge_flag(tuner), False))
+    if getattr(known, "tuners", None):
+        return export_domains_main(tuner, default_exp_dir, argv, parser, merge)
     recipe = _MergingRecipe(tuner) if merge else TunerDecodingRecipe(tuner)
 
     def metadata(params: AttributeDict, state_dict: StateDict) -> Dict[str, str]:
@@ -436,8 +531,7 @@ def streaming_export_script(tuner: Tuner, default_exp_dir: str) -> tuple:
 
 def pretrained_script(tuner: Tuner) -> tuple:
     """(get_parser, main) of pretrained.py."""
-    recipe = TunerDecodingRecipe(tuner)
-    return (lambda: pretrained.get_parser(recipe)), (lambda: pretrained.main(recipe))
+    return (lambda: get_pretrained_parser(tuner)), (lambda: pretrained_main(tuner))
 
 
 def merge_script(tuner: Tuner) -> tuple:

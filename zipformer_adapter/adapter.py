@@ -6,13 +6,13 @@ interoperate with icefall's adapter recipe). The base model's code is not copied
 that is not specific to adapters (freezing, files, loading, the scripts) is zipformer.tuning's.
 """
 import argparse
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from zipformer.scaling import SwooshL
-from zipformer.tuner import Tuner
+from zipformer.tuner import DomainTensors, Tuner, base_rows_kept, per_utterance, take_stacked
 from zipformer.utils import AttributeDict, UserError, int_at_least, str2bool
 from zipformer.zipformer import Zipformer2EncoderLayer
 
@@ -51,6 +51,36 @@ class AdapterModule(nn.Module):
         if not self.enabled:
             return x
         return x + self.out_proj(self.activation(self.in_proj(x)))
+
+
+class StackedAdapters(nn.Module):
+    """The adapters of K domains at one insertion point, applied per utterance.
+
+    in_weight (K, b, D), in_bias (K, b), out_weight (K, D, b), out_bias (K, D): domain k's
+    AdapterModule at index k, smaller bottlenecks zero-padded to the largest b. `domain_index`
+    (N,) picks each utterance's domain; its rows with index -1 pass through unchanged (the base).
+    """
+
+    def __init__(self, domains: Sequence[DomainTensors], prefix: str) -> None:
+        super().__init__()
+        self.in_weight = nn.Parameter(take_stacked(domains, f"{prefix}.in_proj.weight"), requires_grad=False)
+        self.in_bias = nn.Parameter(take_stacked(domains, f"{prefix}.in_proj.bias"), requires_grad=False)
+        self.out_weight = nn.Parameter(take_stacked(domains, f"{prefix}.out_proj.weight"), requires_grad=False)
+        self.out_bias = nn.Parameter(take_stacked(domains, f"{prefix}.out_proj.bias"), requires_grad=False)
+        self.activation = SwooshL()
+        self.domain_index: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (T, N, D) -> (T, N, D)."""
+        index = self.domain_index
+        if index is None:
+            raise RuntimeError(
+                "StackedAdapters needs each utterance's domain: run the model inside domains_selected()"
+            )
+        hidden = torch.einsum("tnd,nbd->tnb", x, per_utterance(self.in_weight, index))
+        hidden = self.activation(hidden + per_utterance(self.in_bias, index))
+        delta = torch.einsum("tnb,ndb->tnd", hidden, per_utterance(self.out_weight, index))
+        return base_rows_kept(index, x, x + delta + per_utterance(self.out_bias, index))
 
 
 def encoder_layers(model: nn.Module) -> List[Zipformer2EncoderLayer]:
@@ -138,6 +168,20 @@ class AdapterTuner(Tuner):
         for module in model.modules():
             if isinstance(module, AdapterModule):
                 module.train()
+
+    def stack_domains(self, model: nn.Module, domains: Sequence[DomainTensors]) -> int:
+        names = {layer: name for name, layer in model.named_modules() if isinstance(layer, Zipformer2EncoderLayer)}
+        if not names:
+            raise ValueError("the model has no Zipformer2EncoderLayer to put adapters into")
+        for layer, name in names.items():
+            for position in ADAPTER_POSITIONS:
+                setattr(layer, position, StackedAdapters(domains, f"{name}.{position}"))
+        return sum(p.numel() for n, p in model.named_parameters() if is_adapter_key(n))
+
+    def set_domain_index(self, model: nn.Module, index: Optional[torch.Tensor]) -> None:
+        for module in model.modules():
+            if isinstance(module, StackedAdapters):
+                module.domain_index = index
 
     def onnx_metadata(self, params: AttributeDict, state_dict: Mapping[str, torch.Tensor]) -> dict:
         metadata = super().onnx_metadata(params, state_dict)

@@ -13,6 +13,9 @@ Usage (the seed tutorial's command):
 Writes {exp_dir}/{encoder,decoder,joiner}-epoch-20-avg-1.onnx (with --adapter-ckpt:
 -{adapter file stem}) and *.int8.onnx. The encoder's metadata records the adapters: use_adapters,
 adapter_dim, adapter_positions, num_adapters, adapter_fingerprint and base_fingerprint.
+--tuners a=adapter-a.pt,b=adapter-b.pt (with --base-ckpt) writes one encoder for every domain instead,
+with an int64 input `domain` (N,), for onnxruntime (sherpa-onnx has no such input):
+{encoder,decoder,joiner}-domains-a-b.onnx.
 """
 import sys
 from pathlib import Path

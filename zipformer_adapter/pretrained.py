@@ -4,7 +4,9 @@
   ./zipformer_adapter/pretrained.py --checkpoint exp/adapter_dim8/epoch-6.pt \\
       --bpe-model data/lang_bpe_500/bpe.model foo.wav      # --use-adapters 0: the base model
 
-Everything else is as in ./zipformer/pretrained.py.
+Several domains on one base: --checkpoint pretrained.pt --tuners a=adapter-a.pt,b=adapter-b.pt
+--domains a,b,base x.wav y.wav z.wav (or one --domain for all). Everything else is as in
+./zipformer/pretrained.py.
 """
 import sys
 from pathlib import Path

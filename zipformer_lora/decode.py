@@ -5,6 +5,8 @@
   ./zipformer_lora/decode.py --epoch 20 --avg 1 --use-averaged-model 0 --use-lora 0 ...   # the base, exactly
   # one base model, LoRA-only files: --base-ckpt pretrained.pt --lora-ckpt lora-epoch-20.pt
   # both, with a forgetting report (WER with LoRA off and on, every test set): --forgetting-report 1
+  # several domains on one base, each cut in its own (README "Several domains on one base"):
+  #   --base-ckpt pretrained.pt --tuners a=lora-a.pt,b=lora-b.pt --cut-domains set1=a,set2=base
 """
 import sys
 from pathlib import Path

@@ -8,6 +8,9 @@
 nodes, no extra cost), named {encoder,decoder,joiner}-epoch-20-avg-1-lora-merged.onnx. Without it
 the low-rank terms are in the graph. The encoder's metadata records use_lora, lora_r,
 lora_fingerprint, base_fingerprint (and lora_merged).
+--tuners a=lora-a.pt,b=lora-b.pt (with --base-ckpt) writes one encoder for every domain instead,
+with an int64 input `domain` (N,), for onnxruntime (sherpa-onnx has no such input):
+{encoder,decoder,joiner}-domains-a-b.onnx.
 """
 import sys
 from pathlib import Path

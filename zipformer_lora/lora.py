@@ -16,14 +16,14 @@ cost, and every runtime loads it.
 """
 import argparse
 import math
-from typing import Callable, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zipformer.scaling import ActivationDropoutAndLinear
-from zipformer.tuner import Tuner
+from zipformer.tuner import DomainTensors, Tuner, base_rows_kept, per_utterance, take_stacked
 from zipformer.utils import AttributeDict, UserError, int_at_least, str2bool
 from zipformer.zipformer import Zipformer2EncoderLayer
 
@@ -61,6 +61,28 @@ class _LoRAHook:
         return output + self.scaling * F.linear(F.linear(x, module.lora_A), module.lora_B)
 
 
+class _StackedLoRAHook:
+    """The forward hook of one target in a model of K domains (unmerged): lora_A (K, r, in),
+    lora_B (K, out, r), lora_scaling (K,), smaller ranks zero-padded to the largest r. Adds
+    each utterance's own domain's term; rows with index -1 are the base output unchanged."""
+
+    def __init__(self, linear_input: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.linear_input = linear_input
+        self.domain_index: Optional[torch.Tensor] = None
+
+    def __call__(self, module: nn.Module, inputs: Tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        index = self.domain_index
+        if index is None:
+            raise RuntimeError(
+                "a LoRA model of several domains needs each utterance's domain: run it inside domains_selected()"
+            )
+        x = self.linear_input(inputs[0])  # (T, N, in)
+        low_rank = torch.einsum("tni,nri->tnr", x, per_utterance(module.lora_A, index))
+        delta = torch.einsum("tnr,nor->tno", low_rank, per_utterance(module.lora_B, index))
+        scaling = per_utterance(module.lora_scaling, index).view(1, -1, 1)
+        return base_rows_kept(index, output, output + scaling * delta)
+
+
 def lora_targets(model: nn.Module) -> Iterator[nn.Module]:
     for layer in model.modules():
         if isinstance(layer, Zipformer2EncoderLayer):
@@ -91,6 +113,25 @@ def add_lora(model: nn.Module, r: int, alpha: float) -> int:
         module.param_min_rms = LORA_MIN_RMS
         linear_input = module.activate if isinstance(module, ActivationDropoutAndLinear) else _identity
         module._lora_hook = _LoRAHook(alpha / r, linear_input)
+        module._lora_handle = module.register_forward_hook(module._lora_hook)
+    return sum(m.lora_A.numel() + m.lora_B.numel() for m in targets)
+
+
+def stack_lora(model: nn.Module, domains: Sequence[DomainTensors]) -> int:
+    """Give every target the stacked LoRA terms of `domains` (domain k at index k), each scaled by
+    its own lora_alpha / lora_r; return the number of LoRA parameters."""
+    names = {module: name for name, module in model.named_modules()}
+    targets = list(lora_targets(model))
+    if not targets:
+        raise ValueError("the model has no Zipformer2EncoderLayer to put LoRA into")
+    scaling = torch.tensor([float(d.config["lora_alpha"]) / int(d.config["lora_r"]) for d in domains])
+    for module in targets:
+        prefix = names[module]
+        for key in LORA_KEYS:
+            module.register_parameter(key, nn.Parameter(take_stacked(domains, f"{prefix}.{key}"), requires_grad=False))
+        module.register_buffer("lora_scaling", scaling.to(module.weight.dtype), persistent=False)
+        linear_input = module.activate if isinstance(module, ActivationDropoutAndLinear) else _identity
+        module._lora_hook = _StackedLoRAHook(linear_input)
         module._lora_handle = module.register_forward_hook(module._lora_hook)
     return sum(m.lora_A.numel() + m.lora_B.numel() for m in targets)
 
@@ -167,6 +208,13 @@ class LoraTuner(Tuner):
         for module in lora_targets(model):
             if hasattr(module, "_lora_hook"):
                 module._lora_hook.enabled = enabled
+
+    def stack_domains(self, model: nn.Module, domains: Sequence[DomainTensors]) -> int:
+        return stack_lora(model, domains)
+
+    def set_domain_index(self, model: nn.Module, index: Optional[torch.Tensor]) -> None:
+        for module in lora_targets(model):
+            module._lora_hook.domain_index = index
 
     def merge(self, model: nn.Module) -> None:
         if not merge_lora(model):
