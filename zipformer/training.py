@@ -44,7 +44,7 @@ from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
 from zipformer.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
-from zipformer.model_args import add_model_arguments, check_causal, is_causal_state_dict
+from zipformer.model_args import add_context_size_argument, add_model_arguments, check_causal, is_causal_state_dict
 from zipformer.model_config import apply_model_config, flags_given, model_config
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 from zipformer.recipe import ModelRecipe
@@ -132,7 +132,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=600,
         help="Reference batch duration (s) for the batch count that drives the schedules.",
     )
-    group.add_argument("--context-size", type=int_at_least(1), default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    add_context_size_argument(group)
     group.add_argument("--prune-range", type=int_at_least(1), default=5, help="s_range of the pruned RNN-T loss.")
     group.add_argument("--lm-scale", type=float, default=0.25, help="lm_only_scale of the smoothed simple loss.")
     group.add_argument("--am-scale", type=float, default=0.0, help="am_only_scale of the smoothed simple loss.")
