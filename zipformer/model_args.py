@@ -62,6 +62,7 @@ def int_tuple_of(check: Callable[[int], bool], requirement: str) -> Callable[[st
 
 
 def add_context_size_argument(group: Union[argparse.ArgumentParser, argparse._ArgumentGroup]) -> None:
+    """--context-size, for every script that builds a decoder (training, decoding, export, merge)."""
     group.add_argument("--context-size", type=int_at_least(1), default=2, help="Decoder left context: 1 bigram, 2 trigram.")
 
 
