@@ -31,6 +31,96 @@ def test_bad_numeric_training_flags_fail_at_parse_time(flag: str, value: str, me
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"argument {flag}: {message}")
 
 
+def _decode_parser() -> argparse.ArgumentParser:
+    from zipformer.decoding import get_parser as decoding_parser
+    from zipformer.recipe import DecodingRecipe
+
+    return decoding_parser(DecodingRecipe())
+
+
+def _streaming_decode_parser() -> argparse.ArgumentParser:
+    from zipformer.recipe import DecodingRecipe
+    from zipformer.streaming_decoding import get_parser as streaming_parser
+
+    return streaming_parser(DecodingRecipe())
+
+
+def _pretrained_parser() -> argparse.ArgumentParser:
+    from zipformer.pretrained import get_parser as pretrained_parser
+
+    return pretrained_parser()
+
+
+def _onnx_decode_parser() -> argparse.ArgumentParser:
+    from zipformer.onnx_decode import get_parser as onnx_decode_parser
+
+    return onnx_decode_parser()
+
+
+def _onnx_pretrained_parser() -> argparse.ArgumentParser:
+    from zipformer.onnx_pretrained import get_parser as onnx_pretrained_parser
+
+    return onnx_pretrained_parser()
+
+
+def _tuner_merge_parser() -> argparse.ArgumentParser:
+    from zipformer.tuning import get_merge_parser
+    from zipformer_lora.lora import LoraTuner
+
+    return get_merge_parser(LoraTuner())
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    from zipformer.onnx_export import get_parser as export_parser
+    from zipformer.recipe import DecodingRecipe
+
+    return export_parser(DecodingRecipe())
+
+
+@pytest.mark.parametrize(
+    "make_parser, flag, value, message",
+    [
+        (_decode_parser, "--beam-size", "0", "must be >= 1, got 0"),
+        (_decode_parser, "--max-sym-per-frame", "0", "must be >= 1, got 0"),
+        (_decode_parser, "--context-size", "0", "must be >= 1, got 0"),
+        (_decode_parser, "--max-duration", "0", "must be a number > 0, got 0"),
+        (_decode_parser, "--epoch", "0", "must be >= 1, got 0"),
+        (_decode_parser, "--avg", "0", "must be >= 1, got 0"),
+        (_decode_parser, "--iter", "-1", "must be >= 0, got -1"),
+        (_decode_parser, "--num-threads", "-1", "must be >= 0, got -1"),
+        (_decode_parser, "--chunk-size", "0", "values must be positive or -1, got 0"),
+        (_decode_parser, "--chunk-size", "32,-2", "values must be positive or -1, got -2"),
+        (_decode_parser, "--left-context-frames", "-5", "values must be >= -1, got -5"),
+        (_decode_parser, "--left-context-frames", "x", "expected comma-separated integers such as '2,2,3', got 'x'"),
+        (_streaming_decode_parser, "--num-decode-streams", "0", "must be >= 1, got 0"),
+        (_streaming_decode_parser, "--beam-size", "0", "must be >= 1, got 0"),
+        (_streaming_decode_parser, "--chunk-size", "0", "values must be positive or -1, got 0"),
+        (_pretrained_parser, "--beam-size", "0", "must be >= 1, got 0"),
+        (_pretrained_parser, "--max-sym-per-frame", "0", "must be >= 1, got 0"),
+        (_pretrained_parser, "--context-size", "-1", "must be >= 1, got -1"),
+        (_onnx_decode_parser, "--max-duration", "0", "must be a number > 0, got 0"),
+        (_onnx_decode_parser, "--num-threads", "0", "must be >= 1, got 0"),
+        (_onnx_pretrained_parser, "--batch-size", "0", "must be >= 1, got 0"),
+        (_onnx_pretrained_parser, "--num-threads", "0", "must be >= 1, got 0"),
+        (_tuner_merge_parser, "--avg", "0", "must be >= 1, got 0"),
+        (_export_parser, "--context-size", "0", "must be >= 1, got 0"),
+    ],
+)
+def test_bad_decoding_flags_fail_at_parse_time(make_parser, flag: str, value: str, message: str, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_parser().parse_args([flag, value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"argument {flag}: {message}")
+
+
+def test_good_decoding_flags_parse():
+    args = _decode_parser().parse_args(
+        ["--beam-size", "1", "--iter", "0", "--num-threads", "0", "--chunk-size", "32,-1", "--left-context-frames", "-1"]
+    )
+    assert (args.beam_size, args.iter, args.num_threads) == (1, 0, 0)
+    assert (args.chunk_size, args.left_context_frames) == ((32, -1), (-1,))
+
+
 def test_good_numeric_flags_parse():
     args = get_parser(TrainingRecipe()).parse_args(["--max-duration", "0.5", "--save-every-n", "0", "--start-batch", "0"])
     assert (args.max_duration, args.save_every_n, args.start_batch) == (0.5, 0, 0)

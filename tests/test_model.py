@@ -36,6 +36,8 @@ from zipformer.zipformer import (
     SimpleUpsample,
     Zipformer2EncoderLayer,
     convert_num_channels,
+    rel_shift,
+    rel_shift_indices,
 )
 
 TINY_FLAGS = [
@@ -449,6 +451,39 @@ def test_attention_weights_use_key_minus_query_offsets_without_scaling():
                     score = q @ k + p @ pos[(T - 1) + (j - i), h * pd : (h + 1) * pd]
                     expected[h, n, i, j] = -1000.0 if mask[n, j] else score
     torch.testing.assert_close(weights, expected.softmax(dim=-1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("left_context_len", [0, 3])
+def test_rel_shift_selects_what_the_gather_selects_and_passes_the_same_gradient(left_context_len):
+    heads, N, T = 2, 3, 5
+    width = left_context_len + 2 * T - 1
+    scores = torch.randn(heads, N, T, width, requires_grad=True)
+    index = rel_shift_indices(T, scores.device, left_context_len).expand(heads, N, -1, -1)
+    expected = torch.gather(scores, dim=-1, index=index)
+    shifted = rel_shift(scores, T + left_context_len)
+    assert torch.equal(shifted, expected)
+    out_grad = torch.randn_like(expected)
+    (want,) = torch.autograd.grad(expected, scores, out_grad)
+    (got,) = torch.autograd.grad(shifted, scores, out_grad)
+    assert torch.equal(got, want)
+
+
+def test_attention_weights_keep_no_offset_scores_for_the_backward():
+    """The (H, N, T, 2T - 1) offset scores are not kept alive until the backward (gather kept them)."""
+    heads, qd, pd, dim, pos_dim, T, N = 2, 4, 3, 16, 8, 7, 2
+    module = RelPositionMultiheadAttentionWeights(dim, pos_dim, heads, qd, pd, pos_emb_skip_rate=0.0)
+    x = torch.randn(T, N, dim, requires_grad=True)
+    pos_emb = CompactRelPositionalEncoding(pos_dim, 0.0)(x)
+    saved_shapes = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved_shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x, pos_emb).sum().backward()
+    assert (heads, N, T, T) in saved_shapes  # the softmax output is kept, as it must be
+    assert not [s for s in saved_shapes if s[-1] == 2 * T - 1 and len(s) == 4]
 
 
 def test_biasnorm_formula():

@@ -322,6 +322,16 @@ def test_adapters_are_baked_into_the_encoder(exported, tiny):
     assert np.abs(encoder_out - without_adapters.numpy()).max() > 1e-2
 
 
+def test_sessions_free_each_batch_memory(exported):
+    """No CPU arena and no per-shape memory patterns: a decoding's memory is that of its current
+    batch, not of the largest one so far (onnx_decode.py needed twice decode.py's memory)."""
+    model = transducer(exported)
+    for session in (model.encoder, model.decoder, model.joiner):
+        options = session.get_session_options()
+        assert not options.enable_cpu_mem_arena
+        assert not options.enable_mem_pattern
+
+
 def test_int8_is_close_to_fp32(exported):
     x, x_lens = pad_features(random_features(3, [180, 95]))
     fp32, _ = transducer(exported).run_encoder(x, x_lens)

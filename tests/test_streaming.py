@@ -297,12 +297,19 @@ def test_unfilled_cache_slots_are_masked():
         (["--left-context-frames", "128"], "--left-context-frames 128 needs --causal 1"),
         (["--causal", "1", "--chunk-size", "12"], "not a multiple of the downsampling factor 8"),
         (["--causal", "1", "--chunk-size", "16", "--left-context-frames", "32"], "at least 56"),
-        (["--causal", "1", "--chunk-size", "0"], "positive or -1"),
     ],
 )
 def test_bad_chunk_flags_raise_user_errors(flags, message):
     with pytest.raises(UserError, match=message):
         get_model(make_params(flags, 500))
+
+
+def test_a_stored_chunk_size_of_0_is_a_user_error():
+    """The flag fails at parse time (test_flags.py); a configuration from elsewhere is checked again."""
+    params = make_params(["--causal", "1"], 500)
+    params.chunk_size = (0,)
+    with pytest.raises(UserError, match="positive or -1"):
+        get_model(params)
 
 
 def test_chunk_flag_defaults_are_accepted_without_causal():

@@ -358,6 +358,49 @@ def test_first_ctrl_c_saves_a_checkpoint_and_stops(tiny_corpus, tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_under_ddp_stops_every_rank_after_one_batch_and_rank_0_saves(tiny_corpus, tmp_path: Path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_DIR
+
+    flags = ["--exp-dir", str(tmp_path), "--tensorboard", "0", "--log-interval", "1", "--world-size", "2",
+             "--master-port", "29541", *TINY_MODEL_FLAGS, *map(str, data_flags(tiny_corpus))]
+    # Its own process group, as a terminal's foreground job: the Ctrl-C below reaches both ranks.
+    proc = subprocess.Popen([sys.executable, str(REPO_DIR / "zipformer/train.py"), "--num-epochs", "100", *flags],
+                            cwd=REPO_DIR, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "epoch-1.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert not (tmp_path / ".train.lock").exists()
+    saved = list(tmp_path.glob("checkpoint-*.pt"))
+    assert len(saved) == 1
+    number = int(saved[0].stem.split("-")[1])
+    assert f"resume with --start-batch {number}" in stderr
+    last_batches = []
+    for log in sorted((tmp_path / "log").glob("log-train-*")):
+        last = [line for line in log.read_text().splitlines() if "loss[" in line][-1]
+        last_batches.append(re.search(r"Epoch \d+, batch \d+", last).group(0))
+    assert len(last_batches) == 2 and last_batches[0] == last_batches[1]  # both ranks stopped after one batch
+
+    checkpoint = torch.load(saved[0], map_location="cpu", weights_only=True)
+    assert checkpoint["batch_idx_train"] == number
+    resumed = train(tiny_corpus, tmp_path, "--num-epochs", str(checkpoint["cur_epoch"]), "--start-batch", str(number),
+                    "--world-size", "2", "--master-port", "29542")
+    assert resumed.returncode == 0
+    assert (tmp_path / f"epoch-{checkpoint['cur_epoch']}.pt").is_file()
+
+
+@pytest.mark.slow
 def test_training_with_a_missing_feature_file_stops_before_the_first_batch(tiny_corpus, tmp_path: Path):
     import dataclasses
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from zipformer.atomic import write_atomically
-from zipformer.utils import UserError, str2bool
+from zipformer.utils import UserError, int_at_least, str2bool
 
 PathLike = Union[str, Path]
 StateDict = dict[str, Tensor]
@@ -594,9 +594,9 @@ def add_checkpoint_arguments(
     group: argparse._ArgumentGroup, default_exp_dir: str, verb: str, exp_dir_help: str
 ) -> None:
     """--epoch/--iter/--avg/--use-averaged-model/--exp-dir: which weights a script uses."""
-    group.add_argument("--epoch", type=int, default=30, help=f"{verb} epoch-{{epoch}}.pt (and earlier ones for --avg).")
-    group.add_argument("--iter", type=int, default=0, help=f"If > 0, {verb.lower()} checkpoint-{{iter}}.pt instead of --epoch.")
-    group.add_argument("--avg", type=int, default=15, help="Number of checkpoints to average.")
+    group.add_argument("--epoch", type=int_at_least(1), default=30, help=f"{verb} epoch-{{epoch}}.pt (and earlier ones for --avg).")
+    group.add_argument("--iter", type=int_at_least(0), default=0, help=f"If > 0, {verb.lower()} checkpoint-{{iter}}.pt instead of --epoch.")
+    group.add_argument("--avg", type=int_at_least(1), default=15, help="Number of checkpoints to average.")
     group.add_argument(
         "--use-averaged-model",
         type=str2bool,

@@ -19,7 +19,7 @@ from zipformer.asr_datamodule import AsrDataModule
 from zipformer.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
 from zipformer.atomic import atomic_open
 from zipformer.checkpoint import add_checkpoint_arguments, checkpoint_suffix
-from zipformer.model_args import add_model_arguments
+from zipformer.model_args import add_model_arguments, add_search_arguments
 from zipformer.model_config import flags_given
 from zipformer.model_loader import build_model, resolve_weights
 from zipformer.recipe import DecodingRecipe
@@ -31,7 +31,7 @@ from zipformer.scoring import (
     write_wer_summary,
 )
 from zipformer.streaming import append_tail_padding, chunk_suffix, decoding_chunk_config
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger, str2bool
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, int_at_least, setup_logger, str2bool
 from zipformer.vocabulary import bpe_vocabulary, load_bpe_model
 
 SEARCH_METHODS = ("greedy_search", "beam_search", "modified_beam_search")
@@ -58,9 +58,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         default="greedy_search",
         help=f"One of {', '.join(SEARCH_METHODS)} (icefall's fast_beam_search* need k2's FSAs: not in this recipe).",
     )
-    group.add_argument("--beam-size", type=int, default=4, help="Beam of beam_search and modified_beam_search.")
-    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
-    group.add_argument("--max-sym-per-frame", type=int, default=1, help="Symbols per frame in greedy_search.")
+    add_search_arguments(group)
     group.add_argument(
         "--gigaspeech-scoring",
         type=str2bool,
@@ -68,7 +66,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         help="Normalise references and hypotheses as GigaSpeech's scoring does (fillers, tags, hyphens).",
     )
     group.add_argument(
-        "--num-threads", type=int, default=0, help="CPU threads for PyTorch (0: its default, one per core)."
+        "--num-threads", type=int_at_least(0), default=0, help="CPU threads for PyTorch (0: its default, one per core)."
     )
 
 

@@ -5,14 +5,14 @@ blank_id and context_size. Per-stack flags are comma-separated strings on the co
 tuples of ints after parsing; the builders accept either form.
 """
 import argparse
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from zipformer.decoder import Decoder
 from zipformer.joiner import Joiner
 from zipformer.model import AsrModel
 from zipformer.scaling import ScheduledFloat
 from zipformer.subsampling import Conv2dSubsampling
-from zipformer.utils import AttributeDict, UserError, flag_name, str2bool
+from zipformer.utils import AttributeDict, UserError, flag_name, int_at_least, str2bool
 from zipformer.zipformer import Zipformer2
 
 # icefall's training lists; without --causal only these (or -1, no chunking) are accepted.
@@ -45,6 +45,32 @@ def parse_int_tuple(value: Union[str, int, Sequence[int]]) -> Tuple[int, ...]:
                 f"expected comma-separated integers such as '2,2,3', got '{value}'"
             ) from None
     return tuple(int(v) for v in value)
+
+
+def int_tuple_of(check: Callable[[int], bool], requirement: str) -> Callable[[str], Tuple[int, ...]]:
+    """argparse type: comma-separated integers each passing `check`, else a parse-time error
+    saying `requirement` ("positive or -1")."""
+
+    def parse(value: str) -> Tuple[int, ...]:
+        values = parse_int_tuple(value)
+        bad = [v for v in values if not check(v)]
+        if bad:
+            raise argparse.ArgumentTypeError(f"values must be {requirement}, got {bad[0]}")
+        return values
+
+    return parse
+
+
+def add_context_size_argument(group: Union[argparse.ArgumentParser, argparse._ArgumentGroup]) -> None:
+    """--context-size, for every script that builds a decoder (training, decoding, export, merge)."""
+    group.add_argument("--context-size", type=int_at_least(1), default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+
+
+def add_search_arguments(group: Union[argparse.ArgumentParser, argparse._ArgumentGroup]) -> None:
+    """The search flags of decode.py and pretrained.py: --beam-size, --context-size, --max-sym-per-frame."""
+    group.add_argument("--beam-size", type=int_at_least(1), default=4, help="Beam of beam_search and modified_beam_search.")
+    add_context_size_argument(group)
+    group.add_argument("--max-sym-per-frame", type=int_at_least(1), default=1, help="Symbols per frame in greedy_search.")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,12 +128,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="Streaming (chunk-causal) model: chunked attention masks and convolutions.",
     )
     group.add_argument(
-        "--chunk-size", default=DEFAULT_CHUNK_SIZE, **int_list,
+        "--chunk-size", default=DEFAULT_CHUNK_SIZE, type=int_tuple_of(lambda v: v > 0 or v == -1, "positive or -1"),
         help="Causal mode only: chunk sizes (50 Hz embedding frames), one drawn per training "
         "batch; -1 = full context. Decoding takes a single value.",
     )
     group.add_argument(
-        "--left-context-frames", default=DEFAULT_LEFT_CONTEXT_FRAMES, **int_list,
+        "--left-context-frames", default=DEFAULT_LEFT_CONTEXT_FRAMES, type=int_tuple_of(lambda v: v >= -1, ">= -1"),
         help="Causal mode only: left contexts (50 Hz frames), one drawn per training batch and "
         "rounded down to whole chunks (at least one); -1 = all. Decoding takes a single value.",
     )

@@ -44,7 +44,7 @@ from zipformer.onnx_inference import OnnxTransducer, read_tokens, tokens_to_text
 from zipformer.onnx_streaming import OnnxStreamingTransducer, is_streaming  # noqa: E402
 from zipformer.scoring import normalize_gigaspeech_results  # noqa: E402
 from zipformer.sherpa_online import decode_online, online_recognizer  # noqa: E402
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error, setup_logger, str2bool  # noqa: E402
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, int_at_least, setup_logger, str2bool  # noqa: E402
 
 RESULT_KEY = "greedy_search"
 FRAME_SHIFT_SECONDS = 0.01
@@ -62,7 +62,7 @@ def get_parser() -> argparse.ArgumentParser:
         default=None,
         help="Results go to {exp_dir}/greedy_search (default: the encoder's directory).",
     )
-    parser.add_argument("--num-threads", type=int, default=2, help="onnxruntime / sherpa-onnx threads")
+    parser.add_argument("--num-threads", type=int_at_least(1), default=2, help="onnxruntime / sherpa-onnx threads")
     parser.add_argument(
         "--runtime",
         choices=("onnxruntime", "sherpa-onnx"),

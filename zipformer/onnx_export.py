@@ -32,7 +32,7 @@ from torch import nn
 
 from zipformer.atomic import remove_stale_temp_files, temp_path, write_atomically
 from zipformer.checkpoint import add_checkpoint_arguments, checkpoint_suffix
-from zipformer.model_args import add_model_arguments
+from zipformer.model_args import add_context_size_argument, add_model_arguments
 from zipformer.model_config import flags_given
 from zipformer.model_loader import build_model, resolve_weights
 from zipformer.onnx_inference import BLANK_ID, OnnxTransducer, read_tokens
@@ -353,7 +353,7 @@ def add_export_arguments(parser: argparse.ArgumentParser, default_exp_dir: str) 
         default="data/lang_bpe_500/tokens.txt",
         help="The model's tokens.txt; its size must match the checkpoint's vocabulary.",
     )
-    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    add_context_size_argument(group)
 
 
 def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -> argparse.ArgumentParser:

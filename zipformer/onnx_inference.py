@@ -126,6 +126,11 @@ def _session(filename: PathLike, num_threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = num_threads
+    # Every padded batch has its own shape. The CPU arena would keep the largest batch's memory
+    # for the session's lifetime, and memory patterns plan (and hold) a block per input shape:
+    # without both, what a batch allocates is freed after it, as in PyTorch decoding.
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.Fail) as e:
@@ -196,7 +201,7 @@ class OnnxTransducer:
         """x: (N, T, 80) float32, x_lens: (N,), for an encoder of several domains domain (N,) int64
         (domain_indices) -> (N, T', joiner_dim) and (N,) int64."""
         inputs = self.encoder.get_inputs()
-        feed = {inputs[0].name: x.astype(np.float32), inputs[1].name: x_lens.astype(np.int64)}
+        feed = {inputs[0].name: np.asarray(x, dtype=np.float32), inputs[1].name: np.asarray(x_lens, dtype=np.int64)}
         if self.domains is not None:
             if domain is None:
                 raise UserError(

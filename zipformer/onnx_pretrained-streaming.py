@@ -31,13 +31,14 @@ from zipformer.onnx_inference import (  # noqa: E402
 )
 from zipformer.onnx_streaming import OnnxStreamingTransducer  # noqa: E402
 from zipformer.errors import exit_on_user_error  # noqa: E402
+from zipformer.flag_types import int_at_least  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_file_arguments(parser, "*-chunk-*")
-    parser.add_argument("--num-threads", type=int, default=1, help="onnxruntime intra-op threads")
-    parser.add_argument("--batch-size", type=int, default=16, help="files streamed together, one batch per chunk")
+    parser.add_argument("--num-threads", type=int_at_least(1), default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16, help="files streamed together, one batch per chunk")
     parser.add_argument("sound_files", type=str, nargs="+", help="16 kHz sound files (wav, flac, ...)")
     return parser
 

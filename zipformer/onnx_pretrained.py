@@ -35,14 +35,14 @@ from zipformer.onnx_inference import (  # noqa: E402
     tokens_to_text,
 )
 from zipformer.onnx_streaming import is_streaming  # noqa: E402
-from zipformer.utils import UserError, exit_on_user_error  # noqa: E402
+from zipformer.utils import UserError, exit_on_user_error, int_at_least  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_file_arguments(parser)
-    parser.add_argument("--num-threads", type=int, default=4, help="onnxruntime intra-op threads")
-    parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
+    parser.add_argument("--num-threads", type=int_at_least(1), default=4, help="onnxruntime intra-op threads")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16, help="files decoded together")
     add_file_domain_arguments(parser)
     parser.add_argument("sound_files", type=str, nargs="+", help="16 kHz sound files (wav, flac, ...)")
     return parser

@@ -29,7 +29,7 @@ from lhotse import Fbank, FbankConfig, Recording  # noqa: E402
 from lhotse.augmentation.resample import resample  # noqa: E402
 
 from zipformer.decoding import decode_batch  # noqa: E402
-from zipformer.model_args import add_model_arguments  # noqa: E402
+from zipformer.model_args import add_model_arguments, add_search_arguments  # noqa: E402
 from zipformer.model_config import flags_given  # noqa: E402
 from zipformer.model_loader import load_model  # noqa: E402
 from zipformer.recipe import DecodingRecipe  # noqa: E402
@@ -54,9 +54,7 @@ def get_parser(recipe: Optional[DecodingRecipe] = None) -> argparse.ArgumentPars
         default="greedy_search",
         choices=("greedy_search", "modified_beam_search", "beam_search"),
     )
-    parser.add_argument("--beam-size", type=int, default=4)
-    parser.add_argument("--context-size", type=int, default=2)
-    parser.add_argument("--max-sym-per-frame", type=int, default=1)
+    add_search_arguments(parser)
     parser.add_argument("sound_files", type=str, nargs="+", help="Audio files (wav, flac, ...).")
     add_model_arguments(parser)
     recipe.add_arguments(parser)

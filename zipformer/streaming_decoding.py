@@ -39,7 +39,7 @@ from zipformer.streaming import (
     streaming_forward,
     unstack_states,
 )
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error
+from zipformer.utils import AttributeDict, UserError, exit_on_user_error, int_at_least
 
 STREAMING_METHODS = ("greedy_search", "modified_beam_search")
 # Seconds per feature frame (10 ms shift).
@@ -49,7 +49,7 @@ FRAME_SHIFT = 0.01
 def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Streaming decoding")
     group.add_argument(
-        "--num-decode-streams", type=int, default=2000,
+        "--num-decode-streams", type=int_at_least(1), default=2000,
         help="Streams decoded in parallel: one chunk of each is encoded as one batch.",
     )
 
@@ -68,8 +68,6 @@ def check_streaming_flags(params: AttributeDict) -> Tuple[int, int]:
         )
     if params.max_sym_per_frame != 1:
         raise UserError("streaming greedy_search emits at most one symbol per frame: use --max-sym-per-frame 1")
-    if params.num_decode_streams < 1:
-        raise UserError("--num-decode-streams must be >= 1")
     return streaming_chunk_config(params)
 
 

@@ -44,7 +44,7 @@ from zipformer.grad_scale import adjust_grad_scale, create_grad_scaler
 from zipformer.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb
 from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
-from zipformer.model_args import add_model_arguments, check_causal, is_causal_state_dict
+from zipformer.model_args import add_context_size_argument, add_model_arguments, check_causal, is_causal_state_dict
 from zipformer.model_config import apply_model_config, flags_given, model_config
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 from zipformer.recipe import ModelRecipe
@@ -64,6 +64,9 @@ from zipformer.utils import (
     str2bool,
 )
 from zipformer.vocabulary import bpe_vocabulary, check_vocabulary, load_bpe_model
+
+
+STOPPED_WITHOUT_SAVING = "interrupted: stopped without saving; resume from the newest checkpoint-N.pt or epoch-N.pt"
 
 
 class TrainingRecipe(ModelRecipe):
@@ -132,7 +135,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=600,
         help="Reference batch duration (s) for the batch count that drives the schedules.",
     )
-    group.add_argument("--context-size", type=int_at_least(1), default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    add_context_size_argument(group)
     group.add_argument("--prune-range", type=int_at_least(1), default=5, help="s_range of the pruned RNN-T loss.")
     group.add_argument("--lm-scale", type=float, default=0.25, help="lm_only_scale of the smoothed simple loss.")
     group.add_argument("--am-scale", type=float, default=0.0, help="am_only_scale of the smoothed simple loss.")
@@ -507,8 +510,7 @@ class Trainer:
                 f"nothing to train: the run starts at epoch {state.cur_epoch}, past --num-epochs "
                 f"{params.num_epochs}; raise --num-epochs to train more epochs"
             )
-        if self.world_size == 1:
-            signal.signal(signal.SIGINT, self.on_first_interrupt)
+        signal.signal(signal.SIGINT, self.on_first_interrupt)
         for epoch in range(state.cur_epoch, params.num_epochs + 1):
             self.scheduler.step_epoch(epoch - 1)
             fix_random_seed(params.seed + epoch - 1)
@@ -580,7 +582,7 @@ class Trainer:
                 )
             if batch_idx % params.valid_interval == 0:
                 self.validate()
-            if self.interrupted:
+            if self.stop_requested():
                 self.save_and_stop()
 
         state.epoch_audio_done = 0.0
@@ -626,13 +628,27 @@ class Trainer:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         logging.warning("Ctrl-C: saving a checkpoint after this batch, then stopping (Ctrl-C again stops without saving)")
 
+    def stop_requested(self) -> bool:
+        """Whether a rank had a Ctrl-C. Under DDP the ranks agree on it after every batch (one
+        all_reduce of a flag), so all stop after the same batch even when the signals arrive apart."""
+        if self.world_size == 1:
+            return self.interrupted
+        flag = torch.tensor(float(self.interrupted), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() > 0
+
     def save_and_stop(self) -> None:
+        """Rank 0 saves checkpoint-N.pt; every rank exits 130."""
         batch = self.state.batch_idx_train
         self.save_batch_checkpoint()
-        logging.warning(
-            f"Stopped by Ctrl-C after batch {batch}: saved {self.params.exp_dir}/checkpoint-{batch}.pt; "
-            f"resume with --start-batch {batch}"
-        )
+        if self.world_size > 1:
+            # mp.spawn ends the other ranks as soon as one exits: none may exit before rank 0 has saved.
+            dist.barrier()
+        if self.rank == 0:
+            logging.warning(
+                f"Stopped by Ctrl-C after batch {batch}: saved {self.params.exp_dir}/checkpoint-{batch}.pt; "
+                f"resume with --start-batch {batch}"
+            )
         raise SystemExit(130)
 
     def loss_is_finite(self, loss: torch.Tensor, batch: dict) -> bool:
@@ -750,10 +766,32 @@ def run(
             trainer.setup()
             trainer.fit()
     except KeyboardInterrupt:
-        fail("interrupted: stopped without saving; resume from the newest checkpoint-N.pt or epoch-N.pt")
+        fail(STOPPED_WITHOUT_SAVING)
     finally:
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def spawn_ranks(args: argparse.Namespace, recipe: TrainingRecipe, given: frozenset) -> None:
+    """--world-size N on this machine: N processes (mp.spawn), each running `run`.
+
+    A Ctrl-C reaches every rank (they share the terminal's process group): they stop after the
+    same batch, rank 0 saves, all exit 130, and so does this process, which waits for them. A
+    second Ctrl-C stops everything at once.
+    """
+
+    def wait_for_ranks(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, wait_for_ranks)
+    try:
+        mp.spawn(run, args=(args.world_size, args, recipe, given), nprocs=args.world_size, join=True)
+    except mp.ProcessExitedException as e:
+        if e.exit_code != 130:
+            raise
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        fail(STOPPED_WITHOUT_SAVING)
 
 
 def init_distributed(rank: int, world_size: int, master_port: int) -> None:
@@ -786,6 +824,6 @@ def main(recipe: TrainingRecipe) -> None:
             args.world_size = world_size
             run(int(os.environ["RANK"]), world_size, args, recipe, given)
         elif args.world_size > 1:
-            mp.spawn(run, args=(args.world_size, args, recipe, given), nprocs=args.world_size, join=True)
+            spawn_ranks(args, recipe, given)
         else:
             run(0, 1, args, recipe, given)

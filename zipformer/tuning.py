@@ -35,7 +35,7 @@ from zipformer.decoding import DecodingSession
 from zipformer.domain_decoding import DomainsSession
 from zipformer.domain_names import add_cut_domain_arguments, add_file_domain_arguments, file_domains
 from zipformer.domains import DomainsRecipe
-from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, check_causal
+from zipformer.model_args import MODEL_CONFIG_KEYS, add_context_size_argument, add_model_arguments, check_causal
 from zipformer.model_args import get_model as get_base_model
 from zipformer.model_config import flags_given, model_config
 from zipformer.model_loader import resolve_weights
@@ -460,7 +460,7 @@ def get_merge_parser(tuner: Tuner) -> argparse.ArgumentParser:
     group = parser.add_argument_group("Merge options")
     add_checkpoint_arguments(group, f"zipformer_{tuner.name}/exp", "Merge", "Checkpoints are read here.")
     group.add_argument("--checkpoint", type=str, default=None, help="One file to merge instead of --epoch/--avg.")
-    group.add_argument("--context-size", type=int, default=2, help="Decoder left context: 1 bigram, 2 trigram.")
+    add_context_size_argument(group)
     group.add_argument("--out", type=Path, required=True, help="The merged {'model': state_dict} file.")
     add_model_arguments(parser)
     add_tuner_arguments(parser, tuner, for_training=False)

@@ -1,15 +1,16 @@
 """Small helpers shared by every script of the recipe: flag parsing, params, logging."""
-import argparse
 import logging
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 # Re-exported: the error path of every script (zipformer.errors needs no PyTorch).
 from zipformer.errors import UserError, exit_on_user_error, fail  # noqa: F401
+# Re-exported: the flag types (zipformer.flag_types needs no PyTorch either).
+from zipformer.flag_types import flag_name, int_at_least, positive_float, str2bool  # noqa: F401
 
 
 class AttributeDict(dict):
@@ -46,49 +47,6 @@ class FrozenAttributeDict(AttributeDict):
     def __reduce__(self) -> tuple:
         # Pickling (data-loader workers, mp.spawn) would otherwise rebuild it item by item.
         return (FrozenAttributeDict, (dict(self),))
-
-
-def str2bool(v: Any) -> bool:
-    """argparse type accepting yes/true/t/y/1 and no/false/f/n/0, as icefall's flags do."""
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("yes", "true", "t", "y", "1"):
-        return True
-    if s in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no), got '{v}'")
-
-
-def flag_name(dest: str) -> str:
-    """The command-line spelling of an argparse dest: "adapter_dim" -> "--adapter-dim"."""
-    return "--" + dest.replace("_", "-")
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= minimum, so a bad value fails at parse time, naming the flag."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
 
 
 # Marks the handlers setup_logger added, so that a later call replaces those and no others.

@@ -143,6 +143,23 @@ def rel_shift_indices(
     return rows + cols
 
 
+def rel_shift(pos_scores: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """(H, N, T, W) scores by offset column -> (H, N, T, num_keys): entry (i, j) is column T - 1 - i + j.
+
+    The same entries as gathering with rel_shift_indices, as a strided view: row i starts
+    W - 1 elements after row i - 1. Unlike gather, whose backward keeps its whole input (the
+    (H, N, T, 2T - 1) scores, twice the attention weights, in the 50 Hz stacks the largest saved
+    tensor), a view's backward keeps only the shape.
+    """
+    heads, batch, num_frames, width = pos_scores.shape
+    pos_scores = pos_scores.contiguous()
+    return pos_scores.as_strided(
+        (heads, batch, num_frames, num_keys),
+        (batch * num_frames * width, num_frames * width, width - 1, 1),
+        storage_offset=pos_scores.storage_offset() + num_frames - 1,
+    )
+
+
 class RelPositionMultiheadAttentionWeights(nn.Module):
     """Attention weights (H, N, T, T) from content scores q·k plus relative-position scores.
 
@@ -272,8 +289,11 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         pos = self.linear_pos(pos_emb)  # (1, L + 2T - 1, H·p)
         pos = pos.reshape(-1, pos.shape[1], heads, pos_dim).permute(2, 0, 3, 1)  # (H, 1, p, ·)
         pos_scores = torch.matmul(pos_query, pos)  # (H, N, T, L + 2T - 1)
-        index = rel_shift_indices(num_frames, pos_query.device, left_context_len)
-        return torch.gather(pos_scores, dim=-1, index=index.expand(heads, batch_size, -1, -1))
+        if torch.jit.is_tracing():
+            # ONNX has no strided view; Gather exports everywhere.
+            index = rel_shift_indices(num_frames, pos_query.device, left_context_len)
+            return torch.gather(pos_scores, dim=-1, index=index.expand(heads, batch_size, -1, -1))
+        return rel_shift(pos_scores, num_frames + left_context_len)
 
 
 class SelfAttention(nn.Module):
