@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from zipformer.utils import UserError
+from zipformer.errors import UserError
 
 SPLITS = ("train", "dev", "test")
-DOMAINS = ("source", "target")
+DOMAINS = ("source", "target", "target_b")
 
 ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-x-rp"]
@@ -78,6 +78,23 @@ class SpeakerConfig:
 
 
 @dataclass
+class RoomConfig:
+    """A fixed far-field room and microphone: the same sox `reverb` and EQ on every utterance.
+
+    Unlike `ChannelConfig.reverb_prob` (a room drawn per utterance), nothing here is random, so the
+    shift is one systematic transformation that adapters can learn.
+    """
+
+    reverberance: float = 50.0  # sox reverb "reverberance" %
+    hf_damping: float = 50.0  # sox reverb "HF-damping" %: how fast the tail loses its highs
+    room_scale: float = 100.0  # sox reverb "room-scale" %
+    pre_delay_ms: float = 20.0  # delay of the reverberant tail after the direct sound
+    wet_gain_db: float = 0.0  # level of the tail relative to the direct sound
+    # sox `equalizer` bands after the room: (centre Hz, width in octaves, gain dB).
+    equalizer: List[Tuple[float, float, float]] = field(default_factory=list)
+
+
+@dataclass
 class ChannelConfig:
     """Acoustic channel applied to every utterance of a domain (all splits)."""
 
@@ -91,6 +108,7 @@ class ChannelConfig:
     snr_db: Tuple[float, float] = (15.0, 30.0)
     noise_colors: List[str] = field(default_factory=lambda: ["white", "pink"])
     level_dbfs: Tuple[float, float] = (-26.0, -20.0)  # final RMS level of the utterance
+    room: Optional[RoomConfig] = None  # one fixed far-field room for every utterance (None: no room)
 
 
 @dataclass
@@ -112,6 +130,9 @@ class DomainConfig:
     train_augment: AugmentConfig
     text_reserve: Dict[str, int]  # sentences set aside for dev and test; the rest is the train text
     sizes: Dict[str, int]  # utterances per split; 0 skips the split (e.g. source train when the base model is shipped)
+    # An earlier domain whose train text partition is added to this domain's own (when its topics
+    # have too few sentences for a train set); dev and test text stay this domain's own topics.
+    extra_train_text_from: Optional[str] = None
 
 
 @dataclass
@@ -119,6 +140,7 @@ class CorpusConfig:
     seed: int
     source: DomainConfig
     target: DomainConfig
+    target_b: DomainConfig
 
     def domain(self, name: str) -> DomainConfig:
         if name not in DOMAINS:
@@ -129,10 +151,12 @@ class CorpusConfig:
 DEFAULT_SIZES = {
     "source": {"train": 3600, "dev": 150, "test": 150},  # ~3.5 h, 0.15 h, 0.15 h
     "target": {"train": 1100, "dev": 250, "test": 250},  # ~0.8 h, 0.19 h, 0.19 h
+    "target_b": {"train": 850, "dev": 180, "test": 180},  # ~0.85 h (slower speech), 0.14 h, 0.14 h
 }
 QUICK_SIZES = {
     "source": {"train": 200, "dev": 40, "test": 40},
     "target": {"train": 200, "dev": 40, "test": 40},
+    "target_b": {"train": 200, "dev": 40, "test": 40},
 }
 
 
@@ -172,7 +196,20 @@ def default_config(seed: int = 42, quick: bool = False) -> CorpusConfig:
         text_reserve={"dev": 400, "test": 400},
         sizes=dict(sizes["target"]),
     )
-    return CorpusConfig(seed=seed, source=source, target=target)
+    target_b = DomainConfig(
+        topics=["disclaimer", "perl"],
+        engines=[
+            EngineVoices("espeak-ng", espeak_voices, share=0.5, heldout_dev=4, heldout_test=4),
+            EngineVoices("flite", flite_voices, share=0.5, speakers_per_voice=3, heldout_dev=2, heldout_test=2),
+        ],
+        speakers=SpeakerConfig(rate_range=(0.85, 1.10)),
+        channel=ChannelConfig(room=RoomConfig()),
+        train_augment=AugmentConfig(),
+        text_reserve={"dev": 180, "test": 180},
+        sizes=dict(sizes["target_b"]),
+        extra_train_text_from="target",
+    )
+    return CorpusConfig(seed=seed, source=source, target=target, target_b=target_b)
 
 
 def _override(obj: Any, overrides: Dict[str, Any], where: str) -> Any:
@@ -187,7 +224,9 @@ def _override(obj: Any, overrides: Dict[str, Any], where: str) -> Any:
                 f"corpus config: unknown key '{where}.{key}'; known keys: {', '.join(sorted(known))}"
             )
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if key == "room":  # optional: null removes the room, an object changes (or adds) one
+            changes[key] = None if value is None else _override(current or RoomConfig(), value, f"{where}.room")
+        elif dataclasses.is_dataclass(current):
             changes[key] = _override(current, value, f"{where}.{key}")
         elif key == "engines":
             try:
@@ -241,6 +280,12 @@ def validate_config(config: CorpusConfig) -> None:
                 )
         if not domain.engines or abs(sum(e.share for e in domain.engines) - 1.0) > 1e-6:
             raise UserError(f"{name}.engines: the shares must add up to 1")
+        donor = domain.extra_train_text_from
+        if donor is not None and (donor not in DOMAINS or DOMAINS.index(donor) >= DOMAINS.index(name)):
+            raise UserError(
+                f"{name}.extra_train_text_from: '{donor}' is not a domain before {name} "
+                f"(use one of {', '.join(DOMAINS[: DOMAINS.index(name)]) or 'none'})"
+            )
         for engine in domain.engines:
             if engine.engine not in ("espeak-ng", "flite", "festival"):
                 raise UserError(

@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from zipformer.utils import UserError
 
@@ -111,11 +111,15 @@ def build_text_pools(
     reserve_by_domain: Dict[str, Dict[str, int]],
     seed: int,
     fortunes_dir: Path = FORTUNES_DIR,
+    extra_train_from: Optional[Dict[str, Optional[str]]] = None,
 ) -> Dict[str, Dict[str, List[Sentence]]]:
     """Sentence partitions {domain: {"dev": [...], "test": [...], "train": [...]}}.
 
     Domains are processed in the order given; a normalised sentence already taken by an earlier
-    domain (or split) is skipped, so no two partitions share a sentence.
+    domain (or split) is skipped, so no two dev/test partitions share a sentence with any other
+    partition. A domain named in `extra_train_from` ({domain: earlier domain}) also trains on the
+    earlier domain's train sentences (shuffled into its own): the only partitions that may overlap.
+    Adding a domain at the end leaves the partitions of the earlier ones unchanged.
     """
     seen = set()
     pools = {}
@@ -134,9 +138,10 @@ def build_text_pools(
                 f"{domain}: only {len(unique)} usable sentences in topics {', '.join(topics)}; "
                 f"add topics or lower text_reserve in the corpus config"
             )
-        pools[domain] = {
-            "dev": unique[:n_dev],
-            "test": unique[n_dev : n_dev + n_test],
-            "train": unique[n_dev + n_test :],
-        }
+        train = unique[n_dev + n_test :]
+        donor = (extra_train_from or {}).get(domain)
+        if donor is not None:
+            train = train + pools[donor]["train"]
+            random.Random(f"extra-train-{seed}-{domain}").shuffle(train)
+        pools[domain] = {"dev": unique[:n_dev], "test": unique[n_dev : n_dev + n_test], "train": train}
     return pools
