@@ -49,7 +49,6 @@ from typing import Any, Dict, List, Optional, Tuple
 from zipformer.errors import UserError
 
 SPLITS = ("train", "dev", "test")
-DOMAINS = ("source", "target", "target_b")
 
 ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-x-rp"]
@@ -137,6 +136,8 @@ class DomainConfig:
 
 @dataclass
 class CorpusConfig:
+    """The seed and one DomainConfig per domain; a domain is a field here (and a default below)."""
+
     seed: int
     source: DomainConfig
     target: DomainConfig
@@ -146,6 +147,10 @@ class CorpusConfig:
         if name not in DOMAINS:
             raise UserError(f"unknown domain '{name}': use one of {', '.join(DOMAINS)}")
         return getattr(self, name)
+
+
+# The domains in the order of their text partitions (a later domain never changes an earlier one's).
+DOMAINS = tuple(f.name for f in dataclasses.fields(CorpusConfig) if f.name != "seed")
 
 
 DEFAULT_SIZES = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Synthesize the embedded two-domain corpus (source ~ LibriSpeech, target ~ GigaSpeech) offline.
+"""Synthesize the embedded corpus (source ~ LibriSpeech; target, target_b ~ two new domains) offline.
 
 Usage:
   # stage "text": sentence partitions from Debian's fortunes -> data/local/text/{domain}_{split}.tsv
@@ -298,7 +298,8 @@ def synthesize_utterances(
     Args:
       texts: sentences in any casing/punctuation; supervisions get the normalised upper-case text.
       out_dir: receives audio/{id}.flac and, with compute_features, feats/ (lilcom) + cuts.jsonl.gz.
-      domain: "source" (clean) or "target" (telephone line, faster speech; see local/corpus_config.py).
+      domain: "source" (clean), "target" (telephone line, faster speech) or "target_b" (a fixed
+        far-field room); see local/corpus_config.py.
       split: whose pseudo-speakers speak ("train", or the held-out "dev"/"test" speakers).
       config: corpus settings (voices, channel, ...); default: local/corpus_config.py's defaults.
       seed: seed of speakers and channel (config.seed instead when a config is given).

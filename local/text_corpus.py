@@ -6,9 +6,10 @@ abbreviations, acronyms or stray single letters. Two forms are kept per sentence
   spoken: what the TTS engine reads (original casing and punctuation, for natural prosody);
   text:   the transcript, LibriSpeech style: upper case, no punctuation except in-word apostrophes.
 
-Every normalised sentence appears at most once across both domains, so splits and domains never
-share a sentence. The split of each domain's sentences into dev / test / train partitions depends
-only on the seed and the topic lists (not on how many utterances are synthesized).
+Every normalised sentence appears at most once in a domain's own topics, so splits and domains never
+share a sentence (except where a domain is told to add an earlier domain's train text to its own).
+The split of each domain's sentences into dev / test / train partitions depends only on the seed
+and the topic lists (not on how many utterances are synthesized).
 """
 import random
 import re
