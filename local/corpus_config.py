@@ -1,21 +1,33 @@
-"""Every knob of the embedded two-domain corpus, in one place.
+"""Every knob of the embedded three-domain corpus, in one place.
 
 The corpus is a miniature of "LibriSpeech -> GigaSpeech": a *source* domain of clean read speech
 (stands for LibriSpeech) and a *target* domain (stands for GigaSpeech) that differs by channel,
-speaking rate, speakers and topics. Both are synthesized offline with Debian's TTS engines and sox.
+speaking rate, speakers and topics; a second target domain, *target_b*, differs from the source in
+another way (a far-field room instead of a telephone line), for several domains on one base. All
+are synthesized offline with Debian's TTS engines and sox.
 
-How the domain shift is built (defaults below; all of it is configurable):
+How the domain shifts are built (defaults below; all of it is configurable):
 
-| factor          | source (train/dev/test)                    | target (train/dev/test)                        |
-|-----------------|--------------------------------------------|------------------------------------------------|
-| text topics     | fortunes: wisdom, literature, love, ...    | fortunes: computers, science, politics, ...    |
-| engines         | espeak-ng 70%, flite 30%                   | espeak-ng 50%, flite 50% (same families)       |
-| speakers        | pseudo-speakers (voice, pitch, rate,       | other pseudo-speakers of the same voices       |
-|                 | timbre); dev/test speakers held out        | (dev/test speakers held out again)             |
-| speaking rate   | 0.85-1.10 x engine default                 | 1.10-1.35 x (faster)                           |
-| channel         | clean, 16 kHz                              | telephone line: 8 kHz, 300-3400 Hz band        |
-| train augment   | 30% light noise (20-35 dB), 30% speed      | none                                           |
-|                 | perturbation (0.9-1.1)                     |                                                |
+| factor        | source                         | target                         | target_b                          |
+|---------------|--------------------------------|--------------------------------|-----------------------------------|
+| text topics   | fortunes: wisdom, literature,  | fortunes: computers, science,  | dev/test: fortunes disclaimer,    |
+|               | love, ...                      | politics, ...                  | perl; train: its 20 others + the  |
+|               |                                |                                | target's train text               |
+| engines       | espeak-ng 70%, flite 30%       | espeak-ng 50%, flite 50%       | espeak-ng 50%, flite 50%          |
+| speakers      | pseudo-speakers (voice, pitch, | other pseudo-speakers of the   | others again (own draw)           |
+|               | rate, timbre)                  | same voices                    |                                   |
+| speaking rate | 0.85-1.10 x engine default     | 1.10-1.35 x (faster)           | 0.85-1.10 x                       |
+| channel       | clean, 16 kHz                  | telephone line: 8 kHz,         | one fixed room (sox reverb 50%,   |
+|               |                                | 300-3400 Hz band               | room scale 100%, 20 ms pre-delay) |
+| train augment | 30% light noise (20-35 dB),    | none                           | none                              |
+|               | 30% speed perturbation         |                                |                                   |
+| sizes         | 3600 / 150 / 150               | 1100 (0.89 h) / 250 / 250      | 850 (0.88 h) / 180 / 180          |
+
+Dev and test speakers of every domain are held out from its train speakers. The fortunes files
+hold only 380 sentences that no other domain uses in target_b's topics, all of them for its dev and
+test sets (180 + 180, the other 20 for train); its train text adds the target's train partition
+(`extra_train_text_from`), so target_b train and target train may share sentences, no other two
+partitions do.
 
 Why this shift (a pilot experiment): a base trained on clean espeak-ng alone
 was useless (97-98% WER) both on a new engine alone and on the telephone channel alone. So both
@@ -208,7 +220,10 @@ def default_config(seed: int = 42, quick: bool = False) -> CorpusConfig:
             EngineVoices("flite", flite_voices, share=0.5, speakers_per_voice=3, heldout_dev=2, heldout_test=2),
         ],
         speakers=SpeakerConfig(rate_range=(0.85, 1.10)),
-        channel=ChannelConfig(room=RoomConfig()),
+        # A small room (short tail) and a boomy, dull microphone: +10 dB at 200 Hz, -20 dB at 2.5 kHz.
+        channel=ChannelConfig(
+            room=RoomConfig(reverberance=20.0, room_scale=50.0, equalizer=[(200.0, 1.0, 10.0), (2500.0, 2.0, -20.0)])
+        ),
         train_augment=AugmentConfig(),
         text_reserve={"dev": 180, "test": 180},
         sizes=dict(sizes["target_b"]),

@@ -1,4 +1,5 @@
 """Text side of the embedded corpus: normalisation, sentence filter, topic split, corpus config."""
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -140,12 +141,13 @@ def test_target_b_is_a_third_domain_with_its_own_topics_and_a_fixed_room(tmp_pat
     assert channel.room is not None and not channel.telephone and channel.reverb_prob == channel.noise_prob == 0.0
     assert config.source.channel.room is None and config.target.channel.room is None
     override = tmp_path / "room.json"
-    override.write_text(json.dumps({"target_b": {"channel": {"room": {"reverberance": 20, "equalizer": [[300, 1, 6]]}}},
+    default_room = channel.room
+    override.write_text(json.dumps({"target_b": {"channel": {"room": {"reverberance": 35, "equalizer": [[300, 1, 6]]}}},
                                     "target": {"channel": {"room": {"room_scale": 30}}}}))
     config = load_config(config_file=override)
-    assert config.target_b.channel.room == RoomConfig(reverberance=20, equalizer=[[300, 1, 6]])
+    assert config.target_b.channel.room == dataclasses.replace(default_room, reverberance=35, equalizer=[[300, 1, 6]])
     assert config.target.channel.room == RoomConfig(room_scale=30)
-    assert load_config().target_b.channel.room == RoomConfig()  # defaults are not mutated
+    assert load_config().target_b.channel.room == default_room  # defaults are not mutated
     override.write_text(json.dumps({"target_b": {"channel": {"room": None}}}))
     assert load_config(config_file=override).target_b.channel.room is None
 
