@@ -5,12 +5,14 @@
 #
 # --dataset synth (default): the embedded offline corpus, synthesized on this machine
 #   (espeak-ng, flite, sox; text from Debian's fortunes). Knobs: local/corpus_config.py.
-#   stage 0  text partitions per domain/split          -> data/local/text/{source,target}_{train,dev,test}.tsv
-#   stage 1  synthesize audio + lhotse manifests        -> data/audio/, data/manifests/{source,target}_*
-#   stage 2  validate manifests, 80-dim Fbank (lilcom)  -> data/fbank/{source,target}_cuts_{train,dev,test}.jsonl.gz
+#   Three domains: source (clean), target (telephone line), target_b (a far-field room).
+#   stage 0  text partitions per domain/split          -> data/local/text/{source,target,target_b}_{train,dev,test}.tsv
+#   stage 1  synthesize audio + lhotse manifests        -> data/audio/, data/manifests/{source,target,target_b}_*
+#   stage 2  validate manifests, 80-dim Fbank (lilcom)  -> data/fbank/{source,target,target_b}_cuts_{train,dev,test}.jsonl.gz
 #   stage 3  BPE (unigram 500) on the source train text -> data/lang_bpe_500/{bpe.model,tokens.txt}
 #   options: --quick (tiny sizes for smoke tests), --seed S, --corpus-config FILE.json,
 #            --source-train N --source-dev N --source-test N --target-train N --target-dev N --target-test N
+#            --target-b-train N --target-b-dev N --target-b-test N
 #            (utterances; 0 skips a split, e.g. --source-train 0 when the pretrained base model is shipped)
 #
 # --dataset librispeech: lhotse's LibriSpeech recipe (needs internet for stage 0)
@@ -64,7 +66,7 @@ while (($#)); do
     --corpus-dir) corpus_dir=$(value "$@"); shift 2 ;;
     --librispeech-parts) librispeech_parts=$(value "$@"); shift 2 ;;
     --gigaspeech-password) gigaspeech_password=$(value "$@"); shift 2 ;;
-    --source-train|--source-dev|--source-test|--target-train|--target-dev|--target-test)
+    --source-train|--source-dev|--source-test|--target-train|--target-dev|--target-test|--target-b-train|--target-b-dev|--target-b-test)
       size_args+=("$1" "$(value "$@")"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1' (see ./prepare.sh --help)" ;;
@@ -86,29 +88,30 @@ if [[ $dataset == synth ]]; then
   $quick && corpus_args+=(--quick)
   [[ -n $corpus_config ]] && corpus_args+=(--corpus-config "$corpus_config")
   corpus_args+=("${size_args[@]}")
+  read -ra domains <<< "$($python -c 'import local.corpus_config as c; print(*c.DOMAINS)')"
 
   if run_stage 0; then
     log "stage 0: text partitions from Debian's fortunes"
     $python local/synthesize_corpus.py text --text-dir data/local/text "${corpus_args[@]}"
   fi
   if run_stage 1; then
-    log "stage 1: synthesize the source and target domains"
+    log "stage 1: synthesize the domains: ${domains[*]}"
     $python local/synthesize_corpus.py audio --text-dir data/local/text --audio-dir data/audio \
       --manifest-dir data/manifests --num-jobs "$num_jobs" "${corpus_args[@]}"
   fi
   if run_stage 2; then
     log "stage 2: validate manifests and compute 80-dim Fbank"
-    compgen -G "data/manifests/source_recordings_*" > /dev/null || compgen -G "data/manifests/target_recordings_*" > /dev/null \
-      || die "no synthesized manifests in data/manifests: run stage 1 first"
+    compgen -G "data/manifests/.synth_*" > /dev/null || die "no synthesized manifests in data/manifests: run stage 1 first"
     # --skip-missing: a split synthesized with size 0 has no manifests.
-    $python local/compute_fbank.py --dataset source target --parts train dev test --skip-missing \
+    $python local/compute_fbank.py --dataset "${domains[@]}" --parts train dev test --skip-missing \
       --manifest-dir data/manifests --fbank-dir data/fbank --num-jobs "$num_jobs"
   fi
   if run_stage 3; then
     log "stage 3: BPE model (unigram, 500) on the source train text"
     $python local/prepare_lang.py --lang-dir $lang_dir --vocab-size 500 --text data/local/text/source_train.tsv
   fi
-  summary_files=(data/fbank/source_cuts_{train,dev,test}.jsonl.gz data/fbank/target_cuts_{train,dev,test}.jsonl.gz)
+  summary_files=()
+  for domain in "${domains[@]}"; do summary_files+=(data/fbank/"${domain}"_cuts_{train,dev,test}.jsonl.gz); done
 
 elif [[ $dataset == librispeech ]]; then
   ls_corpus_dir="${corpus_dir:-$dl_dir/LibriSpeech}"

@@ -1,8 +1,9 @@
 """Acoustic channel of the embedded corpus: sox effects plus seeded background noise.
 
-Order, as in a real call: the talker's timbre and the room (sox `speed`, `reverb`), background
-noise in the room (numpy, at a given SNR), then the telephone line (sox: 8 kHz, band-pass,
-optional 8-bit mu-law, back to 16 kHz), then the recording level. Output: float32 16 kHz mono.
+Order, as in a real call: the talker's timbre and the room (sox `speed`, `reverb`, or a fixed
+room's reverb and microphone EQ), background noise in the room (numpy, at a given SNR), then the
+telephone line (sox: 8 kHz, band-pass, optional 8-bit mu-law, back to 16 kHz), then the recording
+level. Output: float32 16 kHz mono.
 """
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from local.corpus_config import RoomConfig
 from local.corpus_plan import RenderSpec
 from zipformer.utils import UserError
 
@@ -74,6 +76,17 @@ def set_level(audio: np.ndarray, level_dbfs: float) -> np.ndarray:
     return audio * np.float32(0.99 / peak) if peak > 0.99 else audio
 
 
+def room_effects(room: RoomConfig) -> List[str]:
+    """sox effects of a fixed room and microphone: reverb (mono, so stereo depth 0), then EQ bands."""
+    effects = [
+        "reverb", f"{room.reverberance}", f"{room.hf_damping}", f"{room.room_scale}", "0",
+        f"{room.pre_delay_ms}", f"{room.wet_gain_db}",
+    ]
+    for centre_hz, width_octaves, gain_db in room.equalizer:
+        effects += ["equalizer", f"{centre_hz}", f"{width_octaves}o", f"{gain_db}"]
+    return effects
+
+
 def render_waveform(tts_wav: Path, spec: RenderSpec) -> np.ndarray:
     """The final 16 kHz float32 waveform of one utterance, shape (num_samples,)."""
     effects = ["gain", "-n", "-6"]
@@ -82,6 +95,8 @@ def render_waveform(tts_wav: Path, spec: RenderSpec) -> np.ndarray:
     if spec.reverb is not None:
         reverberance, room_scale = spec.reverb
         effects += ["reverb", f"{reverberance}", "50", f"{room_scale}"]
+    if spec.room is not None:
+        effects += room_effects(spec.room)
     audio = _sox([str(tts_wav)], effects, SAMPLE_RATE)
     if audio.size == 0:
         raise UserError(f"sox produced no audio from {tts_wav}: the TTS output is empty or unreadable")

@@ -1,21 +1,35 @@
-"""Every knob of the embedded two-domain corpus, in one place.
+"""Every knob of the embedded three-domain corpus, in one place.
 
 The corpus is a miniature of "LibriSpeech -> GigaSpeech": a *source* domain of clean read speech
 (stands for LibriSpeech) and a *target* domain (stands for GigaSpeech) that differs by channel,
-speaking rate, speakers and topics. Both are synthesized offline with Debian's TTS engines and sox.
+speaking rate, speakers and topics; a second target domain, *target_b*, differs from the source in
+another way (a far-field room instead of a telephone line), for several domains on one base. All
+are synthesized offline with Debian's TTS engines and sox.
 
-How the domain shift is built (defaults below; all of it is configurable):
+How the domain shifts are built (defaults below; all of it is configurable):
 
-| factor          | source (train/dev/test)                    | target (train/dev/test)                        |
-|-----------------|--------------------------------------------|------------------------------------------------|
-| text topics     | fortunes: wisdom, literature, love, ...    | fortunes: computers, science, politics, ...    |
-| engines         | espeak-ng 70%, flite 30%                   | espeak-ng 50%, flite 50% (same families)       |
-| speakers        | pseudo-speakers (voice, pitch, rate,       | other pseudo-speakers of the same voices       |
-|                 | timbre); dev/test speakers held out        | (dev/test speakers held out again)             |
-| speaking rate   | 0.85-1.10 x engine default                 | 1.10-1.35 x (faster)                           |
-| channel         | clean, 16 kHz                              | telephone line: 8 kHz, 300-3400 Hz band        |
-| train augment   | 30% light noise (20-35 dB), 30% speed      | none                                           |
-|                 | perturbation (0.9-1.1)                     |                                                |
+| factor        | source                         | target                         | target_b                          |
+|---------------|--------------------------------|--------------------------------|-----------------------------------|
+| text topics   | fortunes: wisdom, literature,  | fortunes: computers, science,  | dev/test: fortunes disclaimer,    |
+|               | love, ...                      | politics, ...                  | perl; train: its 20 others + the  |
+|               |                                |                                | target's train text               |
+| engines       | espeak-ng 70%, flite 30%       | espeak-ng 50%, flite 50%       | espeak-ng 50%, flite 50%          |
+| speakers      | pseudo-speakers (voice, pitch, | other pseudo-speakers of the   | others again (own draw)           |
+|               | rate, timbre)                  | same voices                    |                                   |
+| speaking rate | 0.85-1.10 x engine default     | 1.10-1.35 x (faster)           | 0.85-1.10 x                       |
+| channel       | clean, 16 kHz                  | telephone line: 8 kHz,         | one fixed small room (sox reverb  |
+|               |                                | 300-3400 Hz band               | 20%, room scale 50%) and a boomy, |
+|               |                                |                                | dull microphone (EQ +10 dB at     |
+|               |                                |                                | 200 Hz, -20 dB at 2.5 kHz)        |
+| train augment | 30% light noise (20-35 dB),    | none                           | none                              |
+|               | 30% speed perturbation         |                                |                                   |
+| sizes         | 3600 / 150 / 150               | 1100 (0.89 h) / 250 / 250      | 850 (0.88 h) / 180 / 180          |
+
+Dev and test speakers of every domain are held out from its train speakers. The fortunes files
+hold only 380 sentences that no other domain uses in target_b's topics, all of them for its dev and
+test sets (180 + 180, the other 20 for train); its train text adds the target's train partition
+(`extra_train_text_from`), so target_b train and target train may share sentences, no other two
+partitions do.
 
 Why this shift (a pilot experiment): a base trained on clean espeak-ng alone
 was useless (97-98% WER) both on a new engine alone and on the telephone channel alone. So both
@@ -31,11 +45,24 @@ the same base at 68% and the adapters cut the target-dev loss by 20% in 5 epochs
 reverb and noise the target was useless (84% and more). Reverb and noise remain available
 (`target.channel.reverb_prob`, `noise_prob`).
 
+target_b's calibration, on the dev sets only (RESULTS.md; the shipped base: source dev 32.1%,
+target dev 65.6%). Its text alone (no channel) puts the base at 41.6%: its dev sentences are short
+disclaimers and Perl quotes, unlike its (mostly target) train text. A fixed room alone (sox's
+default reverb) gave 61.6% but adapters learnt little of it (-9.8% WER after 2 epochs, the loss
+flat at -11% from epoch 2); a speaker timbre shift alone (0.82-0.88) only 46.1%. A fixed
+microphone EQ is a constant offset of the log-mel features, as the telephone band is a fixed mask,
+and adapters learn it: a small room plus a mild EQ (+8 dB at 200 Hz, -12 dB at 3 kHz) gave 58.1%
+and -12 to -14% with adapters; the default's stronger EQ gives 63.2%, and
+52.1% with adapters (-17.6%; the loss -19%).
+
 Tuning (pass a JSON file to `prepare.sh --corpus-config FILE`, keys as in the dataclasses below,
 e.g. {"target": {"channel": {"noise_prob": 1.0, "snr_db": [25, 35]}}}):
 - target too hard: set target.channel.telephone false, narrow target.speakers.rate_range towards 1.0;
 - target too easy: set target.channel.mu_law true, add noise (target.channel.noise_prob, snr_db) or
-  reverb, add festival voices to target.engines (a new engine is a strong shift), use faster rates.
+  reverb, add festival voices to target.engines (a new engine is a strong shift), use faster rates;
+- target_b: its room's reverberance and room_scale make it harder but little more learnable; the
+  equalizer's gains make it both harder and learnable ({"target_b": {"channel": {"room": null}}}
+  removes the room).
 
 The text split (and with it bpe.model, trained on the source *train* text partition) depends only on
 `seed` and the topic lists, not on the sizes: `--quick` and the default give the same bpe.model.
@@ -46,10 +73,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from zipformer.utils import UserError
+from zipformer.errors import UserError
 
 SPLITS = ("train", "dev", "test")
-DOMAINS = ("source", "target")
 
 ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-x-rp"]
@@ -78,6 +104,23 @@ class SpeakerConfig:
 
 
 @dataclass
+class RoomConfig:
+    """A fixed far-field room and microphone: the same sox `reverb` and EQ on every utterance.
+
+    Unlike `ChannelConfig.reverb_prob` (a room drawn per utterance), nothing here is random, so the
+    shift is one systematic transformation that adapters can learn.
+    """
+
+    reverberance: float = 50.0  # sox reverb "reverberance" %
+    hf_damping: float = 50.0  # sox reverb "HF-damping" %: how fast the tail loses its highs
+    room_scale: float = 100.0  # sox reverb "room-scale" %
+    pre_delay_ms: float = 20.0  # delay of the reverberant tail after the direct sound
+    wet_gain_db: float = 0.0  # level of the tail relative to the direct sound
+    # sox `equalizer` bands after the room: (centre Hz, width in octaves, gain dB).
+    equalizer: List[Tuple[float, float, float]] = field(default_factory=list)
+
+
+@dataclass
 class ChannelConfig:
     """Acoustic channel applied to every utterance of a domain (all splits)."""
 
@@ -91,6 +134,7 @@ class ChannelConfig:
     snr_db: Tuple[float, float] = (15.0, 30.0)
     noise_colors: List[str] = field(default_factory=lambda: ["white", "pink"])
     level_dbfs: Tuple[float, float] = (-26.0, -20.0)  # final RMS level of the utterance
+    room: Optional[RoomConfig] = None  # one fixed far-field room for every utterance (None: no room)
 
 
 @dataclass
@@ -112,13 +156,19 @@ class DomainConfig:
     train_augment: AugmentConfig
     text_reserve: Dict[str, int]  # sentences set aside for dev and test; the rest is the train text
     sizes: Dict[str, int]  # utterances per split; 0 skips the split (e.g. source train when the base model is shipped)
+    # An earlier domain whose train text partition is added to this domain's own (when its topics
+    # have too few sentences for a train set); dev and test text stay this domain's own topics.
+    extra_train_text_from: Optional[str] = None
 
 
 @dataclass
 class CorpusConfig:
+    """The seed and one DomainConfig per domain; a domain is a field here (and a default below)."""
+
     seed: int
     source: DomainConfig
     target: DomainConfig
+    target_b: DomainConfig
 
     def domain(self, name: str) -> DomainConfig:
         if name not in DOMAINS:
@@ -126,13 +176,19 @@ class CorpusConfig:
         return getattr(self, name)
 
 
+# The domains in the order of their text partitions (a later domain never changes an earlier one's).
+DOMAINS = tuple(f.name for f in dataclasses.fields(CorpusConfig) if f.name != "seed")
+
+
 DEFAULT_SIZES = {
     "source": {"train": 3600, "dev": 150, "test": 150},  # ~3.5 h, 0.15 h, 0.15 h
     "target": {"train": 1100, "dev": 250, "test": 250},  # ~0.8 h, 0.19 h, 0.19 h
+    "target_b": {"train": 850, "dev": 180, "test": 180},  # 0.88 h (slower than target), 0.14 h, 0.16 h
 }
 QUICK_SIZES = {
     "source": {"train": 200, "dev": 40, "test": 40},
     "target": {"train": 200, "dev": 40, "test": 40},
+    "target_b": {"train": 200, "dev": 40, "test": 40},
 }
 
 
@@ -172,7 +228,23 @@ def default_config(seed: int = 42, quick: bool = False) -> CorpusConfig:
         text_reserve={"dev": 400, "test": 400},
         sizes=dict(sizes["target"]),
     )
-    return CorpusConfig(seed=seed, source=source, target=target)
+    target_b = DomainConfig(
+        topics=["disclaimer", "perl"],
+        engines=[
+            EngineVoices("espeak-ng", espeak_voices, share=0.5, heldout_dev=4, heldout_test=4),
+            EngineVoices("flite", flite_voices, share=0.5, speakers_per_voice=3, heldout_dev=2, heldout_test=2),
+        ],
+        speakers=SpeakerConfig(rate_range=(0.85, 1.10)),
+        # A small room (short tail) and a boomy, dull microphone: +10 dB at 200 Hz, -20 dB at 2.5 kHz.
+        channel=ChannelConfig(
+            room=RoomConfig(reverberance=20.0, room_scale=50.0, equalizer=[(200.0, 1.0, 10.0), (2500.0, 2.0, -20.0)])
+        ),
+        train_augment=AugmentConfig(),
+        text_reserve={"dev": 180, "test": 180},
+        sizes=dict(sizes["target_b"]),
+        extra_train_text_from="target",
+    )
+    return CorpusConfig(seed=seed, source=source, target=target, target_b=target_b)
 
 
 def _override(obj: Any, overrides: Dict[str, Any], where: str) -> Any:
@@ -187,7 +259,9 @@ def _override(obj: Any, overrides: Dict[str, Any], where: str) -> Any:
                 f"corpus config: unknown key '{where}.{key}'; known keys: {', '.join(sorted(known))}"
             )
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if key == "room":  # optional: null removes the room, an object changes (or adds) one
+            changes[key] = None if value is None else _override(current or RoomConfig(), value, f"{where}.room")
+        elif dataclasses.is_dataclass(current):
             changes[key] = _override(current, value, f"{where}.{key}")
         elif key == "engines":
             try:
@@ -241,6 +315,12 @@ def validate_config(config: CorpusConfig) -> None:
                 )
         if not domain.engines or abs(sum(e.share for e in domain.engines) - 1.0) > 1e-6:
             raise UserError(f"{name}.engines: the shares must add up to 1")
+        donor = domain.extra_train_text_from
+        if donor is not None and (donor not in DOMAINS or DOMAINS.index(donor) >= DOMAINS.index(name)):
+            raise UserError(
+                f"{name}.extra_train_text_from: '{donor}' is not a domain before {name} "
+                f"(use one of {', '.join(DOMAINS[: DOMAINS.index(name)]) or 'none'})"
+            )
         for engine in domain.engines:
             if engine.engine not in ("espeak-ng", "flite", "festival"):
                 raise UserError(

@@ -16,6 +16,7 @@ from local.corpus_config import (
     ChannelConfig,
     CorpusConfig,
     DomainConfig,
+    RoomConfig,
 )
 from local.text_corpus import Sentence
 from zipformer.utils import UserError
@@ -37,6 +38,7 @@ class RenderSpec:
 
     timbre: float  # sox `speed` factor (speaker timbre x train speed perturbation)
     reverb: Optional[Tuple[float, float]]  # (reverberance %, room scale %) or None
+    room: Optional[RoomConfig]  # the domain's fixed room, or None
     noise: Optional[Tuple[float, str]]  # (SNR dB, colour) or None
     telephone: bool
     band_hz: Tuple[int, int]
@@ -60,10 +62,15 @@ def _uniform(rng: random.Random, bounds: Sequence[float]) -> float:
     return rng.uniform(float(bounds[0]), float(bounds[1]))
 
 
+def speaker_prefix(domain_name: str) -> str:
+    """Initials of the domain's name: "source" -> "S", "target" -> "T", "target_b" -> "TB"."""
+    return "".join(part[0] for part in domain_name.split("_") if part).upper()
+
+
 def build_speakers(domain_name: str, domain: DomainConfig, seed: int) -> Dict[str, List[Speaker]]:
     """Pseudo-speakers of a domain by split: {"train": [...], "dev": [...], "test": [...]}."""
     rng = random.Random(f"speakers-{seed}-{domain_name}")
-    prefix = domain_name[0].upper()
+    prefix = speaker_prefix(domain_name)
     by_split: Dict[str, List[Speaker]] = {split: [] for split in SPLITS}
     cfg = domain.speakers
     number = 0
@@ -117,6 +124,7 @@ def _render_spec(
     return RenderSpec(
         timbre=round(timbre, 4),
         reverb=reverb,
+        room=channel.room,
         noise=noise,
         telephone=channel.telephone,
         band_hz=tuple(channel.band_hz),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Synthesize the embedded two-domain corpus (source ~ LibriSpeech, target ~ GigaSpeech) offline.
+"""Synthesize the embedded corpus (source ~ LibriSpeech; target, target_b ~ two new domains) offline.
 
 Usage:
   # stage "text": sentence partitions from Debian's fortunes -> data/local/text/{domain}_{split}.tsv
@@ -28,7 +28,7 @@ import logging
 import multiprocessing
 import os
 import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import soundfile as sf
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
@@ -129,6 +129,7 @@ def build_manifests(
                     "telephone": render.telephone,
                     "snr_db": render.noise[0] if render.noise else None,
                     "reverb": render.reverb is not None,
+                    "room": render.room is not None,
                 },
             )
         )
@@ -139,7 +140,10 @@ def build_manifests(
 
 
 def text_stamp(config: CorpusConfig) -> str:
-    relevant = {d: (config.domain(d).topics, config.domain(d).text_reserve) for d in DOMAINS}
+    relevant = {
+        d: (config.domain(d).topics, config.domain(d).text_reserve, config.domain(d).extra_train_text_from)
+        for d in DOMAINS
+    }
     return f'{{"seed": {config.seed}, "text": {sorted(relevant.items())!r}}}'
 
 
@@ -157,6 +161,7 @@ def prepare_text(config: CorpusConfig, text_dir: Path) -> None:
         {d: config.domain(d).topics for d in DOMAINS},
         {d: config.domain(d).text_reserve for d in DOMAINS},
         seed=config.seed,
+        extra_train_from={d: config.domain(d).extra_train_text_from for d in DOMAINS},
     )
     for domain in DOMAINS:
         for split in SPLITS:
@@ -206,9 +211,22 @@ def manifest_paths(manifest_dir: Path, domain: str, split: str) -> Tuple[Path, P
     )
 
 
+def _without_unset(value: Any) -> Any:
+    """`value` with every None-valued dict entry removed, recursively."""
+    if isinstance(value, dict):
+        return {k: _without_unset(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_unset(v) for v in value]
+    return value
+
+
 def split_stamp(config: CorpusConfig, domain: str, split: str, sentences: Sequence[Sentence]) -> str:
-    """Everything a split's audio depends on: seed, the domain's voices/channel, its size and text."""
-    settings = dataclasses.asdict(config.domain(domain))
+    """Everything a split's audio depends on: seed, the domain's voices/channel, its size and text.
+
+    Settings that are off (None, e.g. no room) are left out, so that a knob added later does not
+    invalidate corpora synthesized before it existed.
+    """
+    settings = _without_unset(dataclasses.asdict(config.domain(domain)))
     settings["sizes"] = settings["sizes"][split]
     text_hash = hashlib.sha256("".join(f"{s.text}\t{s.spoken}\n" for s in sentences).encode()).hexdigest()
     return json.dumps({"seed": config.seed, "domain": settings, "text_sha256": text_hash}, sort_keys=True, indent=1)
@@ -280,7 +298,8 @@ def synthesize_utterances(
     Args:
       texts: sentences in any casing/punctuation; supervisions get the normalised upper-case text.
       out_dir: receives audio/{id}.flac and, with compute_features, feats/ (lilcom) + cuts.jsonl.gz.
-      domain: "source" (clean) or "target" (telephone line, faster speech; see local/corpus_config.py).
+      domain: "source" (clean), "target" (telephone line, faster speech) or "target_b" (a fixed
+        far-field room); see local/corpus_config.py.
       split: whose pseudo-speakers speak ("train", or the held-out "dev"/"test" speakers).
       config: corpus settings (voices, channel, ...); default: local/corpus_config.py's defaults.
       seed: seed of speakers and channel (config.seed instead when a config is given).
@@ -320,7 +339,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus-config", type=Path, help="JSON overrides of local/corpus_config.py")
     for domain in DOMAINS:
         for split in SPLITS:
-            parser.add_argument(f"--{domain}-{split}", type=int, help=f"utterances in {domain} {split}")
+            parser.add_argument(
+                f"--{domain.replace('_', '-')}-{split}", dest=f"{domain}_{split}", type=int, help=f"utterances in {domain} {split}"
+            )
 
 
 def config_from_args(args: argparse.Namespace) -> CorpusConfig:

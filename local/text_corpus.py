@@ -6,15 +6,16 @@ abbreviations, acronyms or stray single letters. Two forms are kept per sentence
   spoken: what the TTS engine reads (original casing and punctuation, for natural prosody);
   text:   the transcript, LibriSpeech style: upper case, no punctuation except in-word apostrophes.
 
-Every normalised sentence appears at most once across both domains, so splits and domains never
-share a sentence. The split of each domain's sentences into dev / test / train partitions depends
-only on the seed and the topic lists (not on how many utterances are synthesized).
+Every normalised sentence appears at most once in a domain's own topics, so splits and domains never
+share a sentence (except where a domain is told to add an earlier domain's train text to its own).
+The split of each domain's sentences into dev / test / train partitions depends only on the seed
+and the topic lists (not on how many utterances are synthesized).
 """
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from zipformer.utils import UserError
 
@@ -111,11 +112,15 @@ def build_text_pools(
     reserve_by_domain: Dict[str, Dict[str, int]],
     seed: int,
     fortunes_dir: Path = FORTUNES_DIR,
+    extra_train_from: Optional[Dict[str, Optional[str]]] = None,
 ) -> Dict[str, Dict[str, List[Sentence]]]:
     """Sentence partitions {domain: {"dev": [...], "test": [...], "train": [...]}}.
 
     Domains are processed in the order given; a normalised sentence already taken by an earlier
-    domain (or split) is skipped, so no two partitions share a sentence.
+    domain (or split) is skipped, so no two dev/test partitions share a sentence with any other
+    partition. A domain named in `extra_train_from` ({domain: earlier domain}) also trains on the
+    earlier domain's train sentences (shuffled into its own): the only partitions that may overlap.
+    Adding a domain at the end leaves the partitions of the earlier ones unchanged.
     """
     seen = set()
     pools = {}
@@ -134,9 +139,10 @@ def build_text_pools(
                 f"{domain}: only {len(unique)} usable sentences in topics {', '.join(topics)}; "
                 f"add topics or lower text_reserve in the corpus config"
             )
-        pools[domain] = {
-            "dev": unique[:n_dev],
-            "test": unique[n_dev : n_dev + n_test],
-            "train": unique[n_dev + n_test :],
-        }
+        train = unique[n_dev + n_test :]
+        donor = (extra_train_from or {}).get(domain)
+        if donor is not None:
+            train = train + pools[donor]["train"]
+            random.Random(f"extra-train-{seed}-{domain}").shuffle(train)
+        pools[domain] = {"dev": unique[:n_dev], "test": unique[n_dev : n_dev + n_test], "train": train}
     return pools

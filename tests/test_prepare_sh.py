@@ -8,7 +8,8 @@ import pytest
 from lhotse import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--source-train", "3", "--source-dev", "2", "--source-test", "2", "--target-train", "3", "--target-dev", "2", "--target-test", "2"]
+TINY = ["--source-train", "3", "--source-dev", "2", "--source-test", "2", "--target-train", "3", "--target-dev", "2", "--target-test", "2",
+        "--target-b-train", "3", "--target-b-dev", "2", "--target-b-test", "2"]
 
 
 def run_prepare(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -48,21 +49,22 @@ def test_synth_and_librispeech_paths(repo_copy: Path, monkeypatch):
     result = run_prepare(repo_copy, "--num-jobs", "1", *TINY)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     fbank = repo_copy / "data" / "fbank"
-    for domain in ("source", "target"):
+    for domain in ("source", "target", "target_b"):
         for split in ("train", "dev", "test"):
             cuts = load_manifest(fbank / f"{domain}_cuts_{split}.jsonl.gz")
             assert len(cuts) == (3 if split == "train" else 2)
             assert cuts[0].load_features().shape[1] == 80
     lang = repo_copy / "data" / "lang_bpe_500"
     assert (lang / "bpe.model").is_file() and len((lang / "tokens.txt").read_text().splitlines()) == 500
-    assert "source_cuts_train.jsonl.gz" in result.stdout and "done in" in result.stdout
+    assert "source_cuts_train.jsonl.gz" in result.stdout and "target_b_cuts_test.jsonl.gz" in result.stdout
+    assert "done in" in result.stdout
 
     # Everything is up to date: a rerun of the synthesis and feature stages rewrites nothing.
     manifest = repo_copy / "data" / "manifests" / "target_recordings_train.jsonl.gz"
     cuts = fbank / "source_cuts_dev.jsonl.gz"
     before = manifest.stat().st_mtime_ns, cuts.stat().st_mtime_ns
     again = run_prepare(repo_copy, "--num-jobs", "1", "--stage", "1", "--stop-stage", "2", *TINY)
-    assert again.returncode == 0 and again.stderr.count("skipping") == 12, again.stderr[-3000:]
+    assert again.returncode == 0 and again.stderr.count("skipping") == 18, again.stderr[-3000:]  # 9 splits x 2 stages
     assert (manifest.stat().st_mtime_ns, cuts.stat().st_mtime_ns) == before
 
     # Other sizes on top of an existing corpus: a clear error, nothing overwritten.

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from lhotse import load_manifest
 
-from local.corpus_config import SPLITS, EngineVoices, load_config
-from local.corpus_plan import build_speakers
+from local.channel import render_waveform
+from local.corpus_config import DOMAINS, SPLITS, EngineVoices, RoomConfig, load_config
+from local.corpus_plan import RenderSpec, build_speakers
 from local.synthesize_corpus import (
     manifest_paths,
     prepare_audio,
@@ -38,12 +40,13 @@ def tiny_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     source = synthesize_utterances(TEXTS, root / "source", domain="source", seed=7)
     target = synthesize_utterances(TEXTS, root / "target", domain="target", seed=7)
-    return root, source, target
+    target_b = synthesize_utterances(TEXTS, root / "target_b", domain="target_b", seed=7)
+    return root, source, target, target_b
 
 
 def test_cuts_have_features_text_and_16k_audio(tiny_sets):
-    root, source, target = tiny_sets
-    for cuts, domain in ((source, "source"), (target, "target")):
+    root, source, target, target_b = tiny_sets
+    for cuts, domain in ((source, "source"), (target, "target"), (target_b, "target_b")):
         assert len(cuts) == len(TEXTS)
         for cut, text in zip(cuts, TEXTS):
             assert cut.supervisions[0].text == " ".join(
@@ -61,7 +64,7 @@ def test_cuts_have_features_text_and_16k_audio(tiny_sets):
 
 
 def test_target_is_faster_and_on_the_telephone_line(tiny_sets):
-    _, source, target = tiny_sets
+    _, source, target, _ = tiny_sets
     # Same sentences, shorter audio.
     assert sum(c.duration for c in target) < sum(c.duration for c in source)
     for cut in target:
@@ -69,6 +72,15 @@ def test_target_is_faster_and_on_the_telephone_line(tiny_sets):
         assert custom["telephone"] is True and custom["snr_db"] is None and custom["reverb"] is False
         assert high_band_fraction(cut.load_audio()[0]) < 1e-4  # nothing survives the 8 kHz line
     assert np.mean([high_band_fraction(c.load_audio()[0]) for c in source]) > 0.005  # fricatives reach above 4 kHz
+
+
+def test_target_b_is_in_the_fixed_room_with_its_full_band(tiny_sets):
+    _, _, _, target_b = tiny_sets
+    for cut in target_b:
+        custom = cut.supervisions[0].custom
+        assert custom["room"] is True and custom["telephone"] is False and custom["reverb"] is False
+        assert custom["snr_db"] is None and cut.supervisions[0].speaker.startswith("TB")
+    assert np.mean([high_band_fraction(c.load_audio()[0]) for c in target_b]) > 0.001  # no telephone band
 
 
 def test_noisy_reverberant_channel_from_a_config_file(tmp_path: Path):
@@ -85,8 +97,45 @@ def test_noisy_reverberant_channel_from_a_config_file(tmp_path: Path):
         assert high_band_fraction(cut.load_audio()[0]) > 1e-3  # white/pink noise fills the high band
 
 
+def _render_room(tmp_path: Path, audio: np.ndarray, room) -> np.ndarray:
+    wav = tmp_path / "in.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    spec = RenderSpec(timbre=1.0, reverb=None, room=room, noise=None, telephone=False, band_hz=(300, 3400),
+                      mu_law=False, level_dbfs=-20.0, seed=0)
+    return render_waveform(wav, spec)
+
+
+def test_fixed_room_adds_its_reverberant_tail(tmp_path: Path):
+    click = np.zeros(16000, dtype=np.float32)
+    click[800:960] = np.random.default_rng(0).standard_normal(160).astype(np.float32)  # 10 ms at 50 ms
+    dry, wet = _render_room(tmp_path, click, None), _render_room(tmp_path, click, RoomConfig())
+
+    def tail_share(audio):  # energy from 100 ms after the click to 500 ms, against all of it
+        return float(np.sum(audio[2560:8000] ** 2) / np.sum(audio**2))
+
+    assert tail_share(dry) < 1e-6 and tail_share(wet) > 0.02
+    bigger = _render_room(tmp_path, click, RoomConfig(reverberance=90.0))
+    assert tail_share(bigger) > tail_share(wet)
+
+
+def test_fixed_room_applies_its_equalizer(tmp_path: Path):
+    noise = np.random.default_rng(1).standard_normal(32000).astype(np.float32) * 0.1
+    freqs = np.fft.rfftfreq(len(noise), 1.0 / 16000)
+
+    def band_db(audio, low, high):
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        return 10 * np.log10(power[(freqs >= low) & (freqs < high)].mean())
+
+    def notch_depth(audio):  # the 2 kHz band against 400-800 Hz, dB
+        return band_db(audio, 1900, 2100) - band_db(audio, 400, 800)
+
+    flat = _render_room(tmp_path, noise, RoomConfig())
+    cut = _render_room(tmp_path, noise, RoomConfig(equalizer=[(2000.0, 0.5, -20.0)]))
+    assert notch_depth(flat) - notch_depth(cut) > 15.0
+
+
 def test_synthesis_is_deterministic(tiny_sets, tmp_path: Path):
-    _, source, _ = tiny_sets
+    source = tiny_sets[1]
     again = synthesize_utterances(TEXTS[:2], tmp_path / "again", domain="source", seed=7, compute_features=False)
     for first, second in zip(source, again):
         assert first.supervisions[0].speaker == second.supervisions[0].speaker
@@ -100,8 +149,10 @@ def test_synthesis_is_deterministic(tiny_sets, tmp_path: Path):
 
 def test_heldout_speakers_are_disjoint_from_train():
     config = load_config(seed=1)
-    for domain in ("source", "target"):
+    ids_by_domain = {}
+    for domain in DOMAINS:
         speakers = build_speakers(domain, config.domain(domain), seed=1)
+        ids_by_domain[domain] = {s.id for split in SPLITS for s in speakers[split]}
         ids = {split: {s.id for s in speakers[split]} for split in SPLITS}
         voices = {split: {(s.engine, s.voice, s.pitch, s.rate, s.timbre) for s in speakers[split]} for split in SPLITS}
         assert ids["dev"] and ids["test"] and ids["train"]
@@ -110,6 +161,8 @@ def test_heldout_speakers_are_disjoint_from_train():
         # espeak-ng has one pseudo-speaker per voice: held-out speakers are unseen voices.
         espeak = {split: {s.voice for s in speakers[split] if s.engine == "espeak-ng"} for split in SPLITS}
         assert not espeak["train"] & (espeak["dev"] | espeak["test"])
+    assert not ids_by_domain["target"] & ids_by_domain["target_b"]  # "T..." and "TB..."
+    assert not ids_by_domain["source"] & (ids_by_domain["target"] | ids_by_domain["target_b"])
 
 
 def test_festival_voices_and_mu_law_channel(tmp_path: Path):
@@ -147,16 +200,16 @@ def test_unknown_voice_fails_loudly(tmp_path: Path):
 
 @pytest.mark.skipif(not (FORTUNES_DIR / "wisdom").is_file(), reason="Debian fortunes not installed")
 def test_corpus_stages_write_disjoint_splits_and_skip_when_done(tmp_path: Path):
-    config = load_config(seed=5, sizes={d: {s: 3 for s in SPLITS} for d in ("source", "target")})
-    config.source.topics, config.target.topics = ["wisdom"], ["computers"]
-    for domain in (config.source, config.target):
+    config = load_config(seed=5, sizes={d: {s: 3 for s in SPLITS} for d in DOMAINS})
+    config.source.topics, config.target.topics, config.target_b.topics = ["wisdom"], ["computers"], ["perl"]
+    for domain in (config.source, config.target, config.target_b):
         domain.text_reserve = {"dev": 10, "test": 10}
     text_dir, audio_dir, manifest_dir = tmp_path / "text", tmp_path / "audio", tmp_path / "manifests"
     prepare_text(config, text_dir)
     prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)
 
     texts, speakers = {}, {}
-    for domain in ("source", "target"):
+    for domain in DOMAINS:
         for split in SPLITS:
             rec_path, sup_path = manifest_paths(manifest_dir, domain, split)
             recordings, supervisions = load_manifest(rec_path), load_manifest(sup_path)
@@ -168,7 +221,8 @@ def test_corpus_stages_write_disjoint_splits_and_skip_when_done(tmp_path: Path):
     keys = list(texts)
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
-            assert not texts[a] & texts[b], f"{a} and {b} share a sentence"
+            if {a, b} != {("target", "train"), ("target_b", "train")}:  # target_b also trains on target's text
+                assert not texts[a] & texts[b], f"{a} and {b} share a sentence"
         if a[1] != "train":
             assert not speakers[a] & speakers[(a[0], "train")]
 

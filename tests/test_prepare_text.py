@@ -1,10 +1,12 @@
 """Text side of the embedded corpus: normalisation, sentence filter, topic split, corpus config."""
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from local.corpus_config import DEFAULT_SIZES, QUICK_SIZES, load_config
+from local.corpus_config import DEFAULT_SIZES, DOMAINS, QUICK_SIZES, RoomConfig, load_config
 from local.text_corpus import (
     FORTUNES_DIR,
     build_text_pools,
@@ -13,6 +15,7 @@ from local.text_corpus import (
     normalize_text,
     sentences_from_file,
 )
+from local.synthesize_corpus import prepare_text, read_text_pools, split_stamp
 from zipformer.utils import UserError
 
 needs_fortunes = pytest.mark.skipif(
@@ -74,6 +77,23 @@ def test_text_pools_are_disjoint_and_deterministic():
     assert other_seed["source"]["dev"] != pools["source"]["dev"]
 
 
+@needs_fortunes
+def test_a_domain_with_extra_train_text_shares_only_train_sentences():
+    topics = {"source": ["wisdom"], "target": ["computers"], "target_b": ["perl"]}
+    reserve = {d: {"dev": 20, "test": 20} for d in topics}
+    pools = build_text_pools(topics, reserve, seed=3, extra_train_from={"target_b": "target"})
+    alone = build_text_pools({d: topics[d] for d in ("source", "target")}, reserve, seed=3)
+    assert {d: pools[d] for d in alone} == alone  # a domain added at the end changes no earlier partition
+    texts = {(d, s): {x.text for x in pools[d][s]} for d in pools for s in ("train", "dev", "test")}
+    assert texts[("target", "train")] <= texts[("target_b", "train")]
+    own_train = texts[("target_b", "train")] - texts[("target", "train")]
+    assert own_train and all(len(texts[k]) == len(pools[k[0]][k[1]]) for k in texts)
+    for a in texts:
+        for b in texts:
+            if a < b and {a, b} != {("target", "train"), ("target_b", "train")}:
+                assert not texts[a] & texts[b], f"{a} and {b} share a sentence"
+
+
 def test_missing_topic_is_a_clear_error(tmp_path: Path):
     with pytest.raises(UserError, match="fortunes file .*no-such-topic not found.*setup.sh"):
         build_text_pools({"source": ["no-such-topic"]}, {"source": {"dev": 1, "test": 1}}, seed=0, fortunes_dir=tmp_path)
@@ -82,6 +102,7 @@ def test_missing_topic_is_a_clear_error(tmp_path: Path):
 def test_config_presets_and_overrides(tmp_path: Path):
     assert load_config().source.sizes == DEFAULT_SIZES["source"]
     assert load_config(quick=True).target.sizes == QUICK_SIZES["target"]
+    assert load_config(quick=True).target_b.sizes == QUICK_SIZES["target_b"]
     override = tmp_path / "shift.json"
     override.write_text(json.dumps({"target": {"channel": {"snr_db": [25, 35], "mu_law": True}, "sizes": {"train": 7}}}))
     config = load_config(config_file=override, sizes={"source": {"dev": 5, "test": None}})
@@ -99,6 +120,8 @@ def test_config_presets_and_overrides(tmp_path: Path):
         ({"target": {"engines": [{"engine": "flite", "voices": ["slt"], "share": 0.5}]}}, "shares must add up to 1"),
         ({"target": {"engines": [{"engine": "say", "voices": ["x"], "share": 1.0}]}}, "unknown engine 'say'"),
         ({"target": {"engines": [{"engine": "flite", "voice": ["slt"], "share": 1.0}]}}, "bad entry in 'config.target.engines'"),
+        ({"target_b": {"channel": {"room": {"reverb": 50}}}}, "unknown key 'config.target_b.channel.room.reverb'"),
+        ({"target": {"extra_train_text_from": "target_b"}}, "'target_b' is not a domain before target"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, overrides, message):
@@ -106,3 +129,69 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, overrides, message):
     path.write_text(json.dumps(overrides))
     with pytest.raises(UserError, match=message):
         load_config(config_file=path)
+
+
+def test_target_b_is_a_third_domain_with_its_own_topics_and_a_fixed_room(tmp_path: Path):
+    config = load_config()
+    assert DOMAINS == ("source", "target", "target_b")
+    topics = {name: set(config.domain(name).topics) for name in DOMAINS}
+    assert not topics["target_b"] & (topics["source"] | topics["target"])
+    assert config.target_b.sizes == DEFAULT_SIZES["target_b"] and config.target_b.extra_train_text_from == "target"
+    channel = config.target_b.channel
+    assert channel.room is not None and not channel.telephone and channel.reverb_prob == channel.noise_prob == 0.0
+    assert config.source.channel.room is None and config.target.channel.room is None
+    override = tmp_path / "room.json"
+    default_room = channel.room
+    override.write_text(json.dumps({"target_b": {"channel": {"room": {"reverberance": 35, "equalizer": [[300, 1, 6]]}}},
+                                    "target": {"channel": {"room": {"room_scale": 30}}}}))
+    config = load_config(config_file=override)
+    assert config.target_b.channel.room == dataclasses.replace(default_room, reverberance=35, equalizer=[[300, 1, 6]])
+    assert config.target.channel.room == RoomConfig(room_scale=30)
+    assert load_config().target_b.channel.room == default_room  # defaults are not mutated
+    override.write_text(json.dumps({"target_b": {"channel": {"room": None}}}))
+    assert load_config(config_file=override).target_b.channel.room is None
+
+
+# sha256 of the text partitions and synthesis stamps of the first two domains, taken before
+# target_b existed: the shipped bpe.model was trained on source_train.tsv, and corpora synthesized
+# before must stay valid (no "made with other settings" error).
+TEXT_SHA256 = {
+    "source_train": "0fc5e68100938c6a6ef9cfaf457116a09dc891897a70f7be0faacd9556066dec",
+    "source_dev": "895a4237777905787b4d607e3ff920393ab5e949f27161cf8806dbb16bc2eaa7",
+    "source_test": "ab19ba88ebb29f09b0883d5331d301b9785fb2d3d6322077f833d01d549531e4",
+    "target_train": "a8370a37ecf78985f5d35d98b39ab3d2b4275b418168fe59699865660e83d2f0",
+    "target_dev": "07df2b26d63d8fad4e383ce00548c8497e8cb9e69c3d93e2426f4cd9694925c7",
+    "target_test": "a7fffc6523cc843397d3aa5922f6ef7e444df708231ed0ad76406a36afcc6d95",
+}
+STAMP_SHA256 = {
+    "source_train": "2f9b37c117605d15b258705b6672b71cedfb85bb60c817531e46b836a247c058",
+    "source_dev": "5b04e7bcc9ffc638f6cf99ac486dfd4cf831a39afa7a8f1df7216f9f011f5f30",
+    "source_test": "a9d0fd375699ae860155620828225e8e50699f6bdb3ff218a93f942fee0ae337",
+    "target_train": "579b106c7c59afc60ad3c895b168ab1bb7638d6927793b1220be54cd5c638c1e",
+    "target_dev": "a2fa1d3a355747069d541878c6f3a5c8ca0d04e7eb20467a07d678872feaab95",
+    "target_test": "7988e6cc9eab39e6bc99db4a65cdd77d0f33ab8c4fc6bbaf7b4f2c2669ff7067",
+}
+QUICK_STAMP_SHA256 = {
+    "source_train": "91304c263e492abb81f6bfe34303ee328b3a15f0b177efe625a74a23f6273264",
+    "source_dev": "f8badaefd8c4ff541b0a25160f7351764c522ff7a56d3d102a40ff6820ff9d24",
+    "source_test": "8b510f76a6fd839dd878ceab9c7eb85d6488cbacd9b47e4d5c28e5973d59d6b9",
+    "target_train": "085a8b422af2afb4141f0bf08f7db6c7f18e2bf074e23dc6f83429d95730ddcd",
+    "target_dev": "73fe6c972749fd90f91a9ca5f097ee822deb8af0efa38f5fffca1adc15ba24a7",
+    "target_test": "ff363a72feac645172f995e83475eac9f074423b6e9957f66a98f8ec56d8082c",
+}
+
+
+@needs_fortunes
+def test_source_and_target_text_and_stamps_are_unchanged_by_target_b(tmp_path: Path):
+    config = load_config(seed=42)
+    prepare_text(config, tmp_path)
+    pools = read_text_pools(tmp_path)
+    assert (tmp_path / "target_b_dev.tsv").is_file()
+    for name, expected in TEXT_SHA256.items():
+        assert hashlib.sha256((tmp_path / f"{name}.tsv").read_bytes()).hexdigest() == expected, name
+    for quick, stamps in ((False, STAMP_SHA256), (True, QUICK_STAMP_SHA256)):
+        config = load_config(seed=42, quick=quick)
+        for name, expected in stamps.items():
+            domain, split = name.split("_")
+            stamp = split_stamp(config, domain, split, pools[domain][split][: config.domain(domain).sizes[split]])
+            assert hashlib.sha256(stamp.encode()).hexdigest() == expected, (quick, name)
