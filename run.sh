@@ -2,7 +2,7 @@
 # The main job: replay the adapter domain-adaptation story on the embedded offline corpus.
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--quick] [--pretrain] [--adapter-dim B]
-#                 [--full-finetune] [--streaming] [--chunk-size C] [--left-context-frames L]
+#                 [--full-finetune] [--streaming] [--chunk-size C] [--left-context-frames L] [--domains]
 #                 [--exp-root DIR] [--num-threads N]
 #
 #   stage 0  set up: Debian packages and .venv (local/setup.sh)
@@ -21,6 +21,11 @@
 #   --exp-root says otherwise: stages 3 and 5 also decode chunk by chunk (streaming_decode.py) with
 #   --chunk-size C (default 16 frames of 50 Hz: 320 ms) and --left-context-frames L (default 128),
 #   and stage 7 exports the streaming ONNX files and decodes with sherpa-onnx's online recognizer.
+# --domains: several domains on one base. Stage 1 also synthesizes target_b (a far-field room),
+#   stage 4 also fine-tunes adapters on it, stage 5 decodes the three test sets in ONE mixed-domain
+#   pass (each utterance with its own domain's adapters, source with none), stage 7 exports one ONNX
+#   encoder for every domain and decodes the three test sets with it, and stage 8 writes the
+#   three-domain table ($exp_root/domains/summary.md).
 # --quick: tiny corpus and a short fine-tune (a smoke test of every stage; CI runs it).
 # Real corpora on GPUs (see README.md):
 #   ./prepare.sh --dataset gigaspeech ...; then stages 4-7 with --dataset gigaspeech
@@ -34,6 +39,7 @@ quick=false
 pretrain=false
 full_finetune=false
 streaming=false
+domains=false
 chunk_size=16
 left_context_frames=128
 adapter_dim=8  # 1.48% of the small base model, like dim 16 (1.15%) on the normal one
@@ -55,6 +61,7 @@ while (($#)); do
     --pretrain) pretrain=true; shift ;;
     --full-finetune) full_finetune=true; shift ;;
     --streaming) streaming=true; shift ;;
+    --domains) domains=true; shift ;;
     --chunk-size) chunk_size=$(value "$@"); shift 2 ;;
     --left-context-frames) left_context_frames=$(value "$@"); shift 2 ;;
     --adapter-dim) adapter_dim=$(value "$@"); shift 2 ;;
@@ -104,6 +111,10 @@ full_dir=$exp_root/full_finetune
 source_test=data/fbank/source_cuts_test.jsonl.gz
 target_test=data/fbank/target_cuts_test.jsonl.gz
 test_cuts="source=$source_test,target=$target_test"
+target_b_test=data/fbank/target_b_cuts_test.jsonl.gz
+adapter_b_dir=$exp_root/adapter_dim${adapter_dim}_target_b
+domains_dir=$exp_root/domains
+$domains && test_cuts+=",target_b=$target_b_test"
 valid_cuts="source=data/fbank/source_cuts_dev.jsonl.gz,target=data/fbank/target_cuts_dev.jsonl.gz"
 
 if $quick; then
@@ -115,8 +126,12 @@ else
   adapter_epochs=6
   full_epochs=2
 fi
+# The registry of --domains: each target domain's adapter-only file of the last epoch, on one base.
+tuners="target=$adapter_dir/adapter-epoch-$adapter_epochs.pt,target_b=$adapter_b_dir/adapter-epoch-$adapter_epochs.pt"
 # The base model is shipped: only pretraining needs the source train split (7000 utterances, 6.9 h).
 if $pretrain; then prepare_args+=(--source-train 7000); else prepare_args+=(--source-train 0); fi
+# The second target domain only for --domains (the default run stays as fast as it was).
+$domains || prepare_args+=(--target-b-train 0 --target-b-dev 0 --target-b-test 0)
 model_flags=(--bpe-model data/lang_bpe_500/bpe.model --num-workers 0)
 # A causal base decodes in full context when asked to (a non-causal one always does), or at one latency.
 full_context=(--chunk-size -1 --left-context-frames -1)
@@ -169,14 +184,23 @@ if stage_on 3; then
   fi
 fi
 
-if stage_on 4; then
-  log "stage 4: fine-tune adapters (dim $adapter_dim) on the target domain"
-  # Validation on the target only: the source domain is checked in stage 5, with the adapters off.
+# Fine-tune adapters on domain $1 into $2. Validation on that domain only: the source domain is
+# checked in stage 5, with the adapters off.
+finetune_adapters() {
   run ./zipformer_adapter/train.py --world-size 1 --num-epochs "$adapter_epochs" --start-epoch 1 --use-fp16 1 \
     --base-lr 0.045 --use-adapters 1 --adapter-dim "$adapter_dim" --do-finetune 1 --master-port 13022 \
-    --finetune-ckpt "$base_dir/pretrained.pt" --exp-dir "$adapter_dir" \
-    --train-cuts data/fbank/target_cuts_train.jsonl.gz --valid-cuts "target=data/fbank/target_cuts_dev.jsonl.gz" \
+    --finetune-ckpt "$base_dir/pretrained.pt" --exp-dir "$2" \
+    --train-cuts "data/fbank/$1_cuts_train.jsonl.gz" --valid-cuts "$1=data/fbank/$1_cuts_dev.jsonl.gz" \
     --enable-musan 0 --average-period 20 --log-interval 20 --num-threads "$num_threads" "${finetune_flags[@]}"
+}
+
+if stage_on 4; then
+  log "stage 4: fine-tune adapters (dim $adapter_dim) on the target domain"
+  finetune_adapters target "$adapter_dir"
+  if $domains; then
+    log "stage 4: fine-tune adapters (dim $adapter_dim) on the second target domain, target_b"
+    finetune_adapters target_b "$adapter_b_dir"
+  fi
 fi
 
 if stage_on 5; then
@@ -190,6 +214,18 @@ if stage_on 5; then
         --use-adapters "$on" --exp-dir "$adapter_dir" --test-cuts "$test_cuts" --num-threads "$num_threads" \
         "${stream_flags[@]}"
     done
+  fi
+  if $domains; then
+    log "stage 5: each domain's adapters alone on the three test sets, then one mixed-domain decode"
+    for dir in "$adapter_dir" "$adapter_b_dir"; do
+      run ./zipformer_adapter/decode.py --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 --use-adapters 1 \
+        --exp-dir "$dir" --test-cuts "$test_cuts" --num-threads "$num_threads" "${decode_flags[@]}"
+    done
+    # --epoch/--avg name the tuner files' epoch in the result files (the registry reads each file's weights).
+    run ./zipformer_adapter/decode.py --exp-dir "$domains_dir" --base-ckpt "$base_dir/pretrained.pt" \
+      --epoch "$adapter_epochs" --avg 1 --use-averaged-model 0 \
+      --tuners "$tuners" --test-cuts "$test_cuts" --cut-domains source=base,target=target,target_b=target_b \
+      --mixed-domains 1 --num-threads "$num_threads" "${decode_flags[@]}"
   fi
 fi
 
@@ -229,10 +265,26 @@ elif stage_on 7; then
   done
 fi
 
+if stage_on 7 && $domains; then
+  log "stage 7: one ONNX encoder for every domain (a domain index per utterance), decoded with onnxruntime"
+  run ./zipformer_adapter/export-onnx.py --tokens data/lang_bpe_500/tokens.txt --exp-dir "$domains_dir" \
+    --base-ckpt "$base_dir/pretrained.pt" --tuners "$tuners"
+  for kind in "" ".int8"; do
+    name="domains-target-target_b$kind"
+    run ./zipformer/onnx_decode.py --encoder-model-filename "$domains_dir/encoder-$name.onnx" \
+      --decoder-model-filename "$domains_dir/decoder-$name.onnx" --joiner-model-filename "$domains_dir/joiner-$name.onnx" \
+      --tokens data/lang_bpe_500/tokens.txt --test-cuts "$test_cuts" \
+      --cut-domains source=base,target=target,target_b=target_b --num-threads "$num_threads"
+  done
+fi
+
 if stage_on 8; then
   log "stage 8: summary"
   streaming_summary=()
   $streaming && streaming_summary=("${latency[@]}")
   run ./local/summarize_run.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs" \
     --full-epochs "$full_epochs" "${streaming_summary[@]}"
+  if $domains; then
+    run ./local/summarize_domains.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs"
+  fi
 fi

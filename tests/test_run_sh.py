@@ -66,6 +66,33 @@ def test_streaming_summary_has_both_contexts_and_adapters_off_give_the_base(quic
     assert "sherpa-onnx's online recognizer on the target test set" in summary
 
 
+@pytest.fixture(scope="module")
+def quick_domains_run(quick_run: Path) -> Path:
+    """./run.sh --quick --domains in the same copy, from stage 1 (which adds target_b), into exp-domains/."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        ["./run.sh", "--quick", "--domains", "--stage", "1", "--exp-root", "exp-domains", "--num-threads", "1"],
+        cwd=quick_run, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    (quick_run / "run-domains.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"run.sh --quick --domains failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return quick_run / "exp-domains"
+
+
+def test_domains_run_trains_both_tuners_and_one_mixed_decode_equals_each_domain_alone(quick_domains_run: Path):
+    for tuner_dir in ("adapter_dim8", "adapter_dim8_target_b"):
+        assert (quick_domains_run / tuner_dir / "adapter-epoch-1.pt").is_file()
+    table = (quick_domains_run / "domains" / "summary.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| test set")}
+    assert sorted(rows) == ["source", "target", "target_b"]
+    for test_set, (domain, base, target, target_b, mixed, same, onnx, onnx_int8) in rows.items():
+        alone = {"base": base, "target": target, "target_b": target_b}[domain]
+        assert mixed == alone != "—" and same == "yes", (test_set, rows[test_set])
+        assert onnx == mixed, (test_set, rows[test_set])  # the one ONNX encoder gives the same WER
+        assert onnx_int8 != "—"
+
+
 def test_every_stage_wrote_its_files(quick_run: Path):
     exp = quick_run / "exp"
     expected = [
