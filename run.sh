@@ -6,7 +6,8 @@
 #                 [--exp-root DIR] [--num-threads N]
 #
 #   stage 0  set up: Debian packages and .venv (local/setup.sh)
-#   stage 1  data: both synthesized domains (./prepare.sh); the source train split only with --pretrain
+#   stage 1  data: the synthesized source and target domains (./prepare.sh; target_b too with --domains);
+#            the source train split only with --pretrain
 #   stage 2  the source-domain base model: the one shipped in pretrained/ (default), or, with
 #            --pretrain, trained from scratch by zipformer/train.py (hours on 2 CPU cores)
 #   stage 3  decode the source and target test sets with the base model        ("before")
@@ -151,7 +152,7 @@ fi
 source .venv/bin/activate
 
 if stage_on 1; then
-  log "stage 1: prepare the two synthesized domains"
+  log "stage 1: prepare the synthesized domains"
   run ./prepare.sh "${prepare_args[@]}"
 fi
 
