@@ -8,7 +8,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
 import torch
@@ -232,13 +232,15 @@ class DecodingSession:
         self.data = AsrDataModule(params)
         self.test_sets = self.data.load_test_cuts()
 
-    def decode_all(self, suffix: str) -> Dict[str, float]:
-        """Decode every test set and write its result files; return {test_set_name: WER %}."""
+    def decode_all(self, suffix: str, names: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        """Decode every test set (or those in `names`) and write its result files; return {test_set_name: WER %}."""
         params = self.params
         key = result_key(params)
         wers = {}
         with torch.no_grad():
             for name, cuts in self.test_sets.items():
+                if names is not None and name not in names:
+                    continue
                 results = self.decode_test_set(name, cuts)
                 if params.gigaspeech_scoring:
                     results = normalize_gigaspeech_results(results)
