@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from conftest import data_flags, run_script
+from test_adapter import base_ckpt, decode_adapters, finetune, hyps_of  # noqa: F401 (base_ckpt: a fixture)
 from zipformer.selection import (
     SELECTION_FILE,
     Candidate,
@@ -103,3 +104,62 @@ def test_a_missing_or_foreign_selection_is_one_line(tmp_path: Path):
     (tmp_path / SELECTION_FILE).write_text(json.dumps({"epoch": 3}))
     with pytest.raises(UserError, match="is not a checkpoint selection"):
         read_selection(tmp_path)
+
+
+# ---- the scripts, on a tiny adapter fine-tune ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def selected_exp(tiny_corpus, base_ckpt: Path, tmp_path_factory) -> Path:
+    """A 2-epoch tiny adapter fine-tune on which select_checkpoint.py has run."""
+    exp_dir = tmp_path_factory.mktemp("selection_exp")
+    finetune(tiny_corpus, base_ckpt, exp_dir)
+    proc = run_script(
+        "zipformer_adapter/select_checkpoint.py", "--exp-dir", exp_dir, "--avg-candidates", "1",
+        "--max-source-rise", "100", "--source-dev", tiny_corpus["source_dev"], "--target-dev", tiny_corpus["target_test"],
+        *selection_data_flags(tiny_corpus),
+    )
+    (exp_dir / "select-stdout.txt").write_text(proc.stdout)
+    return exp_dir
+
+
+def selection_data_flags(corpus: dict) -> list:
+    """data_flags without --test-cuts, which select_checkpoint.py sets itself."""
+    flags = data_flags(corpus)
+    i = flags.index("--test-cuts")
+    return flags[:i] + flags[i + 2 :]
+
+
+@pytest.mark.slow
+def test_select_checkpoint_prints_the_table_and_writes_the_choice(selected_exp: Path):
+    stdout = (selected_exp / "select-stdout.txt").read_text().splitlines()
+    rows = [line.split("\t") for line in stdout if line[:1].isdigit()]
+    # epochs 1 and 2, --avg 1, plain and averaged (epoch 1 has no averaged model: it needs epoch-0.pt)
+    assert [row[:3] for row in rows] == [["1", "1", "0"], ["2", "1", "0"], ["2", "1", "1"]]
+    assert all(row[6].startswith("yes") for row in rows)
+    record = read_selection(selected_exp)
+    chosen = [row for row in rows if row[6].endswith("*")]
+    assert len(chosen) == 1
+    assert chosen[0][:3] == [str(record["epoch"]), str(record["avg"]), str(int(record["use_averaged_model"]))]
+    assert float(chosen[0][3]) == pytest.approx(record["target_dev_wer"], abs=0.005)
+    assert stdout[-1].startswith("chosen: --epoch") and "--use-selected 1" in stdout[-1]
+
+
+@pytest.mark.slow
+def test_decode_and_export_use_the_selected_checkpoint(tiny_corpus, selected_exp: Path, tmp_path: Path):
+    record = read_selection(selected_exp)
+    name = f"epoch-{record['epoch']}-avg-{record['avg']}"
+    averaged = "-use-averaged-model" if record["use_averaged_model"] else ""
+    decode_adapters(tiny_corpus, selected_exp, "--use-selected", "1", "--epoch", "30", "--avg", "15")
+    hyps = hyps_of(selected_exp / "greedy_search", f"recogs-target-*{name}-*adapters-dim-4{averaged}.txt")
+    # The selection swapped adapter tensors into one model; a fresh load decodes the same.
+    assert hyps == hyps_of(selected_exp / "selection" / "greedy_search", f"recogs-target-*{name}-*adapters-dim-4{averaged}.txt")
+    run_script("zipformer_adapter/export-onnx.py", "--tokens", tiny_corpus["tokens"], "--exp-dir", selected_exp,
+               "--use-selected", "1")
+    assert (selected_exp / f"encoder-{name}.onnx").is_file() and (selected_exp / f"joiner-{name}.int8.onnx").is_file()
+
+    proc = decode_adapters(tiny_corpus, tmp_path, "--use-selected", "1", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --use-selected 1 needs {tmp_path / SELECTION_FILE}, which does not exist: run select_checkpoint.py "
+        f"on {tmp_path} first, or pass --use-selected 0 with --epoch/--avg/--use-averaged-model"
+    )
