@@ -65,12 +65,16 @@ def relative(before: Optional[float], after: Optional[float]) -> str:
     return f"{(after - before) / before * 100:+.1f}%"
 
 
-def build_summary(exp_root: Path, adapter_dim: int, adapter_epochs: int, full_epochs: int) -> str:
+def build_summary(
+    exp_root: Path, adapter_dim: int, adapter_epochs: int, full_epochs: int, adapter_avg: int = 1, adapter_averaged: bool = False
+) -> str:
     base = exp_root / "base" / GREEDY
     adapter = exp_root / f"adapter_dim{adapter_dim}" / GREEDY
     full = exp_root / "full_finetune" / GREEDY
-    on = f"epoch-{adapter_epochs}-avg-1-*-adapters-dim-{adapter_dim}"
-    off = f"epoch-{adapter_epochs}-avg-1-*-adapters-off"
+    which = f"epoch-{adapter_epochs}-avg-{adapter_avg}"
+    averaged = "-use-averaged-model" if adapter_averaged else ""
+    on = f"{which}-*-adapters-dim-{adapter_dim}{averaged}"
+    off = f"{which}-*-adapters-off{averaged}"
 
     wers = {
         "base": {s: read_wer(base, s, "epoch-99-avg-1-*") for s in ("source", "target")},
@@ -79,7 +83,7 @@ def build_summary(exp_root: Path, adapter_dim: int, adapter_epochs: int, full_ep
         "full": {s: read_wer(full, s, f"epoch-{full_epochs}-avg-1-*") for s in ("source", "target")},
     }
     sherpa = {
-        kind: read_wer(adapter, "target", f"sherpa-onnx-epoch-{adapter_epochs}-avg-1{ext}")
+        kind: read_wer(adapter, "target", f"sherpa-onnx-{which}{ext}")
         for kind, ext in (("fp32", ""), ("int8", ".int8"))
     }
     base_hyps = read_hyps(base, "source", "epoch-99-avg-1-*")
@@ -130,9 +134,15 @@ def main() -> None:
     parser.add_argument("--exp-root", type=Path, default=Path("exp"))
     parser.add_argument("--adapter-dim", type=int, default=16)
     parser.add_argument("--adapter-epochs", type=int, required=True)
+    parser.add_argument("--adapter-avg", type=int, default=1, help="The --avg the adapters were decoded with.")
+    parser.add_argument(
+        "--adapter-averaged", type=int, choices=(0, 1), default=0, help="The --use-averaged-model they were decoded with."
+    )
     parser.add_argument("--full-epochs", type=int, default=2)
     args = parser.parse_args()
-    summary = build_summary(args.exp_root, args.adapter_dim, args.adapter_epochs, args.full_epochs)
+    summary = build_summary(
+        args.exp_root, args.adapter_dim, args.adapter_epochs, args.full_epochs, args.adapter_avg, bool(args.adapter_averaged)
+    )
     out = args.exp_root / "summary.md"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(summary)
