@@ -17,7 +17,9 @@ from zipformer.selection import (
     read_selection,
     write_selection,
 )
+from zipformer.tuning import TunerDecodingRecipe
 from zipformer.utils import AttributeDict, UserError
+from zipformer_adapter.adapter import AdapterTuner
 
 BASE_SOURCE = 30.0
 
@@ -96,6 +98,12 @@ def test_the_choice_is_written_and_read_back(tmp_path: Path):
     assert (params.epoch, params.avg, params.use_averaged_model) == (4, 2, True)
     with pytest.raises(UserError, match="drop --iter"):
         apply_selection(AttributeDict(params, iter=100), {})
+
+
+def test_use_selected_with_a_tuner_only_file_is_refused(tmp_path: Path):
+    params = AttributeDict(use_selected=True, tuner_ckpt="adapter-epoch-3.pt", exp_dir=tmp_path, iter=0)
+    with pytest.raises(UserError, match="takes the checkpoint from selected-checkpoint.json: drop --adapter-ckpt"):
+        TunerDecodingRecipe(AdapterTuner()).load_state_dict(params)
 
 
 def test_a_missing_or_foreign_selection_is_one_line(tmp_path: Path):

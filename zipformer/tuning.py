@@ -387,7 +387,8 @@ def select_main(tuner: Tuner) -> None:
         clash = sorted(chosen_by_us & flags_given(parser))
         if clash:
             raise UserError(
-                f"select_checkpoint.py sets {', '.join(map(flag_name, clash))} itself: drop them (candidates: "
+                f"select_checkpoint.py sets {', '.join(map(flag_name, clash))} itself: leave "
+                f"{'it' if len(clash) == 1 else 'them'} out (candidates: "
                 "--epoch-candidates, --avg-candidates, --averaged-candidates; dev sets: --source-dev, --target-dev)"
             )
         exp_dir = Path(args.exp_dir)
