@@ -7,6 +7,7 @@ import pytest
 from lhotse import CutSet
 from lhotse.testing.dummies import dummy_cut
 
+from test_asr_datamodule import BASE_FLAGS, batch_ids, epoch_ids, make_cuts, write_cuts
 from zipformer.asr_datamodule import AsrDataModule
 from zipformer.mux import MuxedCuts
 from zipformer.recipe import ModelRecipe
@@ -105,3 +106,28 @@ def test_decoding_has_no_mux_flags():
     AsrDataModule.add_arguments(parser)
     ModelRecipe().add_arguments(parser)
     assert "--use-mux" not in parser.format_help()
+
+
+
+def test_a_resumed_epoch_continues_the_same_mixed_stream(tmp_path: Path):
+    """As test_asr_datamodule's resume test, with --use-mux: the restored sampler replays the resumed
+    epoch's draws, not the first epoch's."""
+    target = write_cuts(make_cuts(tmp_path / "t", [(f"target{i:02d}", 1.0 + 0.1 * i, "HELLO") for i in range(30)]), tmp_path / "t.jsonl.gz")
+    source = write_cuts(make_cuts(tmp_path / "s", [(f"source{i:02d}", 2.0, "WORLD") for i in range(60)], seed=1), tmp_path / "s.jsonl.gz")
+    flags = (*BASE_FLAGS, "--train-cuts", str(target), "--use-mux", "1", "--mux-cuts", str(source))
+
+    def loader(state=None):
+        data = AsrDataModule(parse(*flags))
+        dataloader = data.train_dataloaders(data.load_train_cuts(seed=3), sampler_state_dict=state, world_size=1, rank=0)
+        dataloader.sampler.set_epoch(2)  # as the training loop does before each epoch
+        data.mux.set_epoch(2)
+        return dataloader
+
+    full_run = loader()
+    iterator = iter(full_run)
+    for _ in range(3):
+        next(iterator)
+    state = full_run.sampler.state_dict()
+    rest = [batch_ids(batch) for batch in iterator]
+    assert any(i.startswith("source") for batch in rest for i in batch)
+    assert epoch_ids(loader(state)) == rest

@@ -607,6 +607,9 @@ class AsrDataModule:
             rank=rank,
         )
         if sampler_state_dict is not None:
+            if self.mux is not None:
+                # Restoring replays the resumed epoch's batches at once: the mux must draw that epoch's cuts.
+                self.mux.set_epoch(sampler_state_dict.get("epoch", 0))
             self._restore_sampler(sampler, sampler_state_dict)
         return ResumableDataLoader(
             dataset,
