@@ -84,7 +84,7 @@ def choose(rows: Sequence[Row], budget: float) -> Row:
 def format_table(rows: Sequence[Row], chosen: Optional[Row], base_source_wer: float, budget: float) -> str:
     """The table the choice was made from, one row per candidate, the chosen one (if any) marked with '*'."""
     lines = [
-        f"base model (tuner off): source-dev WER {base_source_wer:.2f}%; budget: a rise of at most {budget:g} points",
+        f"base model (tuner off): source-dev WER {base_source_wer:.2f}%; budget: a rise of at most {budget:.2f} points",
         "epoch\tavg\taveraged\ttarget-dev WER\tsource-dev WER\trise\twithin budget",
     ]
     for row in rows:
