@@ -157,7 +157,9 @@ def test_decode_and_export_use_the_selected_checkpoint(tiny_corpus, selected_exp
     record = read_selection(selected_exp)
     name = f"epoch-{record['epoch']}-avg-{record['avg']}"
     averaged = "-use-averaged-model" if record["use_averaged_model"] else ""
-    decode_adapters(tiny_corpus, selected_exp, "--use-selected", "1", "--epoch", "30", "--avg", "15")
+    proc = decode_adapters(tiny_corpus, selected_exp, "--use-selected", "1", "--epoch", "30", "--avg", "15")
+    # Said once, in the log (a log line before the log is set up would double every later line).
+    assert proc.stderr.count(f"chosen in {selected_exp / SELECTION_FILE}") == 1
     hyps = hyps_of(selected_exp / "greedy_search", f"recogs-target-*{name}-*adapters-dim-4{averaged}.txt")
     # The selection swapped adapter tensors into one model; a fresh load decodes the same.
     assert hyps == hyps_of(selected_exp / "selection" / "greedy_search", f"recogs-target-*{name}-*adapters-dim-4{averaged}.txt")

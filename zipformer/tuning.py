@@ -217,10 +217,16 @@ class TunerDecodingRecipe(DecodingRecipe):
         return get_tuned_model(params, self.tuner)
 
     def load_state_dict(self, params: AttributeDict) -> LoadedWeights:
+        if not params.get("use_selected"):
+            return self._load_state_dict(params)
+        chosen = apply_selection(params, {f"--{self.tuner.file_prefix}ckpt": "tuner_ckpt"})
+        weights = self._load_state_dict(params)
+        # Logged with the description once the log is set up (decoding sets it up after loading).
+        where = Path(params.exp_dir) / SELECTION_FILE
+        return replace(weights, description=f"{weights.description} ({chosen.describe()}, chosen in {where})")
+
+    def _load_state_dict(self, params: AttributeDict) -> LoadedWeights:
         tuner = self.tuner
-        if params.get("use_selected"):
-            chosen = apply_selection(params, {f"--{tuner.file_prefix}ckpt": "tuner_ckpt"})
-            logging.info(f"--use-selected 1: {chosen.describe()} from {Path(params.exp_dir) / SELECTION_FILE}")
         if params.tuner_ckpt:
             if not params.base_ckpt:
                 raise UserError(f"--{tuner.file_prefix}ckpt needs --base-ckpt (the base model it was trained on)")
