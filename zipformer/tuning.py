@@ -374,7 +374,7 @@ def get_select_parser(tuner: Tuner) -> argparse.ArgumentParser:
 
 
 def _swap_in_tuner(session: DecodingSession, tuner: Tuner, base: StateDict, base_print: str, prefix: str) -> str:
-    """Load the tuner tensors of the checkpoint session.params names into the model; return their source."""
+    """Load the tuner tensors of the checkpoint session.params names into the model; return what they are."""
     params = session.params
     weights = load_averaged_state_dict(params, device="cpu", prefix=prefix)
     if prefix and load_tuner_file(Path(weights.source), tuner)["base_fingerprint"] != base_print:
