@@ -77,14 +77,22 @@ def relative(before: Optional[float], after: Optional[float]) -> str:
 
 
 def build_summary(
-    exp_root: Path, adapter_dim: int, adapter_epochs: int, full_epochs: int, latency: Optional[Tuple[int, int]] = None
+    exp_root: Path,
+    adapter_dim: int,
+    adapter_epochs: int,
+    full_epochs: int,
+    adapter_avg: int = 1,
+    adapter_averaged: bool = False,
+    latency: Optional[Tuple[int, int]] = None,
 ) -> str:
     """The summary's markdown; `latency` = (chunk size, left context) adds the streaming columns."""
     base = exp_root / "base" / GREEDY
     adapter = exp_root / f"adapter_dim{adapter_dim}" / GREEDY
     full = exp_root / "full_finetune" / GREEDY
-    on = f"epoch-{adapter_epochs}-avg-1-*-adapters-dim-{adapter_dim}"
-    off = f"epoch-{adapter_epochs}-avg-1-*-adapters-off"
+    which = f"epoch-{adapter_epochs}-avg-{adapter_avg}"
+    averaged = "-use-averaged-model" if adapter_averaged else ""
+    on = f"{which}-*-adapters-dim-{adapter_dim}{averaged}"
+    off = f"{which}-*-adapters-off{averaged}"
 
     wers = {
         "base": {s: read_wer(base, s, "epoch-99-avg-1-*") for s in ("source", "target")},
@@ -93,7 +101,7 @@ def build_summary(
         "full": {s: read_wer(full, s, f"epoch-{full_epochs}-avg-1-*") for s in ("source", "target")},
     }
     sherpa = {
-        kind: read_wer(adapter, "target", f"sherpa-onnx-epoch-{adapter_epochs}-avg-1{ext}")
+        kind: read_wer(adapter, "target", f"sherpa-onnx-{which}{ext}")
         for kind, ext in (("fp32", ""), ("int8", ".int8"))
     }
     identical = same_hyps(base, adapter, "epoch-99-avg-1-*", off)
@@ -105,14 +113,14 @@ def build_summary(
         chunk, left = latency
         tag = f"chunk-{chunk}-left-context-{left}"
         base_s, adapter_s = (exp_root / d / "streaming" / GREEDY for d in ("base", f"adapter_dim{adapter_dim}"))
-        on_s = f"epoch-{adapter_epochs}-avg-1-{tag}-*-adapters-dim-{adapter_dim}"
-        off_s = f"epoch-{adapter_epochs}-avg-1-{tag}-*-adapters-off"
+        on_s = f"{which}-{tag}-*-adapters-dim-{adapter_dim}{averaged}"
+        off_s = f"{which}-{tag}-*-adapters-off{averaged}"
         streams = {
             "base": {s: read_wer(base_s, s, f"epoch-99-avg-1-{tag}-*") for s in ("source", "target")},
             "on": {s: read_wer(adapter_s, s, on_s) for s in ("source", "target")},
             "off": {s: read_wer(adapter_s, s, off_s) for s in ("source", "target")},
         }
-        online = f"sherpa-onnx-epoch-{adapter_epochs}-avg-1-chunk-{chunk}-left-{left}"
+        online = f"sherpa-onnx-{which}-chunk-{chunk}-left-{left}"
         sherpa = {kind: read_wer(adapter_s, "target", online + ext) for kind, ext in (("fp32", ""), ("int8", ".int8"))}
         streamed_identical = same_hyps(base_s, adapter_s, f"epoch-99-avg-1-{tag}-*", off_s)
 
@@ -184,6 +192,10 @@ def main() -> None:
     parser.add_argument("--exp-root", type=Path, default=Path("exp"))
     parser.add_argument("--adapter-dim", type=int, default=16)
     parser.add_argument("--adapter-epochs", type=int, required=True)
+    parser.add_argument("--adapter-avg", type=int, default=1, help="The --avg the adapters were decoded with.")
+    parser.add_argument(
+        "--adapter-averaged", type=int, choices=(0, 1), default=0, help="The --use-averaged-model they were decoded with."
+    )
     parser.add_argument("--full-epochs", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, help="With --left-context-frames: add the streaming results.")
     parser.add_argument("--left-context-frames", type=int)
@@ -191,7 +203,10 @@ def main() -> None:
     if (args.chunk_size is None) != (args.left_context_frames is None):
         parser.error("--chunk-size and --left-context-frames go together")
     latency = None if args.chunk_size is None else (args.chunk_size, args.left_context_frames)
-    summary = build_summary(args.exp_root, args.adapter_dim, args.adapter_epochs, args.full_epochs, latency)
+    summary = build_summary(
+        args.exp_root, args.adapter_dim, args.adapter_epochs, args.full_epochs, args.adapter_avg,
+        bool(args.adapter_averaged), latency,
+    )
     out = args.exp_root / "summary.md"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(summary)

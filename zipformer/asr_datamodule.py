@@ -37,9 +37,10 @@ from lhotse.dataset.sampling.base import CutSampler
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
+from zipformer.mux import MuxedCuts
 from zipformer.resumable_loader import ConsumedStateSampler, ResumableDataLoader
 from zipformer.storage_check import SkipUnreadableCuts, check_storage_files
-from zipformer.utils import UserError, int_at_least, positive_float, str2bool
+from zipformer.utils import UserError, int_at_least, open_fraction, positive_float, str2bool
 
 INPUT_STRATEGIES = {"PrecomputedFeatures": PrecomputedFeatures, "AudioSamples": AudioSamples}
 
@@ -294,6 +295,7 @@ class AsrDataModule:
             args.test_cuts = ",".join(f"{k}={manifest_dir / v}" for k, v in DEFAULT_TEST_CUTS.items())
         if args.musan_cuts is None:
             args.musan_cuts = str(manifest_dir / DEFAULT_MUSAN_CUTS)
+        self.mux: Optional[MuxedCuts] = None
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -435,9 +437,50 @@ class AsrDataModule:
             help="AudioSamples or PrecomputedFeatures",
         )
 
+    @staticmethod
+    def add_mux_arguments(parser: argparse.ArgumentParser) -> None:
+        """Training only: source-domain cuts mixed into the training stream (zipformer.mux)."""
+        group = parser.add_argument_group("Mixing in source-domain data (against forgetting)")
+        group.add_argument(
+            "--use-mux",
+            type=str2bool,
+            default=False,
+            help="Mix the cuts of --mux-cuts into the --train-cuts stream, at the share --mux-weight.",
+        )
+        group.add_argument(
+            "--mux-cuts",
+            type=str,
+            default=None,
+            help="Source-domain cuts to mix in with --use-mux 1 (e.g. the base model's training set).",
+        )
+        group.add_argument(
+            "--mux-weight",
+            type=open_fraction,
+            default=0.3,
+            help="Expected share of --mux-cuts cuts in the training stream (by count, 0 < w < 1).",
+        )
+
+    @staticmethod
+    def check_mux_arguments(args: Any) -> None:
+        """UserError for --use-mux without a usable --mux-cuts set, or --mux-cuts without --use-mux 1."""
+        if not args.use_mux:
+            if args.mux_cuts:
+                raise UserError("--mux-cuts is only used with --use-mux 1: add --use-mux 1 or drop --mux-cuts")
+            return
+        if not args.mux_cuts:
+            raise UserError("--use-mux 1 needs --mux-cuts PATH: the source-domain cuts to mix in")
+        try:
+            load_cuts(args.mux_cuts, flag="--mux-cuts")
+        except UserError as e:
+            raise UserError(
+                f"--use-mux 1: {e}; for the embedded corpus, ./prepare.sh --source-train 7000 "
+                "writes data/fbank/source_cuts_train.jsonl.gz"
+            ) from None
+
     # ---- cut sets -------------------------------------------------------------------------------
-    def load_train_cuts(self) -> CutSet:
-        """The --train-cuts files, lazily concatenated."""
+    def load_train_cuts(self, seed: int = 0) -> CutSet:
+        """The --train-cuts files, lazily concatenated; with --use-mux 1, the --mux-cuts mixed in
+        (self.mux, whose set_epoch the training loop calls; `seed` seeds its draws)."""
         paths = [p.strip() for p in self.args.train_cuts.split(",")]
         if not all(paths):
             raise UserError(f"empty entry in --train-cuts '{self.args.train_cuts}': use path[,path...]")
@@ -446,7 +489,15 @@ class AsrDataModule:
         combined = cut_sets[0]
         for cuts in cut_sets[1:]:
             combined = combined + cuts
-        return combined
+        if not getattr(self.args, "use_mux", False):
+            return combined
+        self.check_mux_arguments(self.args)
+        self.mux = MuxedCuts(combined, load_cuts(self.args.mux_cuts, flag="--mux-cuts"), self.args.mux_weight, seed)
+        logging.info(
+            f"Mixing in {self.mux.num_mux} source-domain cuts of {self.args.mux_cuts} "
+            f"at a share of {self.args.mux_weight:g} of the training cuts"
+        )
+        return CutSet(self.mux)
 
     def load_valid_cuts(self) -> "OrderedDict[str, CutSet]":
         """The --valid-cuts sets by name."""
@@ -556,6 +607,9 @@ class AsrDataModule:
             rank=rank,
         )
         if sampler_state_dict is not None:
+            if self.mux is not None:
+                # Restoring replays the resumed epoch's batches at once: the mux must draw that epoch's cuts.
+                self.mux.set_epoch(sampler_state_dict.get("epoch", 0))
             self._restore_sampler(sampler, sampler_state_dict)
         return ResumableDataLoader(
             dataset,

@@ -206,6 +206,11 @@ def _numbered_files(directory: Path, stem: str) -> list[tuple[int, Path]]:
     return sorted(numbered, reverse=True)
 
 
+def epoch_numbers(exp_dir: PathLike, prefix: str = "") -> list[int]:
+    """The N of every {prefix}epoch-N.pt in exp_dir, ascending."""
+    return sorted(n for n, _ in _numbered_files(Path(exp_dir), f"{prefix}epoch"))
+
+
 def find_checkpoints(out_dir: PathLike, iteration: int = 0, prefix: str = "") -> list[str]:
     """The `{prefix}checkpoint-{n}.pt` files in out_dir, newest (largest n) first.
 
@@ -579,7 +584,7 @@ def _selected(state_dict: StateDict, description: str, newest: PathLike) -> Load
 def _existing_epoch_file(exp_dir: Path, prefix: str, epoch: int, purpose: str = "--epoch") -> Path:
     path = exp_dir / f"{prefix}epoch-{epoch}.pt"
     if not path.is_file():
-        found = sorted(n for n, _ in _numbered_files(exp_dir, f"{prefix}epoch"))
+        found = epoch_numbers(exp_dir, prefix)
         have = f"no {prefix}epoch-*.pt in {exp_dir}"
         if found:
             have = f"available epochs: {', '.join(map(str, found))}"

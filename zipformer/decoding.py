@@ -9,7 +9,7 @@ import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
 import torch
@@ -235,11 +235,13 @@ class DecodingSession:
         self.data = AsrDataModule(params)
         self.test_sets = self.data.load_test_cuts()
 
-    def decode_all(self, suffix: str) -> Dict[str, float]:
-        """Decode every test set and write its result files; return {test_set_name: WER %}."""
+    def decode_all(self, suffix: str, names: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        """Decode every test set (or those in `names`) and write its result files; return {test_set_name: WER %}."""
         wers = {}
         with torch.no_grad():
             for name, cuts in self.test_sets.items():
+                if names is not None and name not in names:
+                    continue
                 wers[name] = self.save_test_set(name, self.decode_test_set(name, cuts), suffix)
         return wers
 

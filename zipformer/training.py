@@ -46,6 +46,7 @@ from zipformer.metrics import MetricsTracker
 from zipformer.model import warmup_loss_scales
 from zipformer.model_args import add_context_size_argument, add_model_arguments, check_causal, is_causal_state_dict
 from zipformer.model_config import apply_model_config, flags_given, model_config
+from zipformer.mux import MuxedCuts
 from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 from zipformer.recipe import ModelRecipe
 from zipformer.rnnt_loss import BACKENDS
@@ -198,6 +199,7 @@ def get_parser(recipe: TrainingRecipe) -> argparse.ArgumentParser:
     add_training_arguments(parser)
     add_model_arguments(parser)
     AsrDataModule.add_arguments(parser)
+    AsrDataModule.add_mux_arguments(parser)
     recipe.add_arguments(parser)
     return parser
 
@@ -366,6 +368,7 @@ class Trainer:
         self.skipped_batches = 0
         self.interrupted = False
         self.unreadable_cuts = 0
+        self.mux: Optional[MuxedCuts] = None
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -488,7 +491,8 @@ class Trainer:
         params = self.params
         self.recipe.choose_data(params)
         data = AsrDataModule(params)
-        train_cuts = data.filter_cuts(data.load_train_cuts(), self.sp)
+        train_cuts = data.filter_cuts(data.load_train_cuts(seed=params.seed), self.sp)
+        self.mux = data.mux
         self.train_hours = sum(c.duration for c in train_cuts) / 3600
         if self.train_hours == 0:
             raise UserError(f"no training cuts left in {params.train_cuts} after filtering: check the cut files")
@@ -515,6 +519,8 @@ class Trainer:
             self.scheduler.step_epoch(epoch - 1)
             fix_random_seed(params.seed + epoch - 1)
             self.train_dl.sampler.set_epoch(epoch - 1)
+            if self.mux is not None:
+                self.mux.set_epoch(epoch - 1)
             if self.tb_writer is not None:
                 self.tb_writer.add_scalar("train/epoch", epoch, state.batch_idx_train)
             state.cur_epoch = epoch
@@ -817,6 +823,8 @@ def main(recipe: TrainingRecipe) -> None:
     args.exp_dir = Path(args.exp_dir)
     torchrun = "TORCHELASTIC_RUN_ID" in os.environ
     claims = not torchrun or int(os.environ["RANK"]) == 0
+    with exit_on_user_error():
+        AsrDataModule.check_mux_arguments(args)
     with exit_on_user_error(), claim_exp_dir(args.exp_dir) if claims else nullcontext():
         if torchrun:
             # torchrun (possibly several machines): it started this process and set rank and world size.

@@ -6,6 +6,8 @@ A tuner's recipe directory is its Tuner plus thin scripts:
   export-onnx.py: export_main(tuner)        (with --merge-{name} when the tuner can merge)
   export-onnx-streaming.py: streaming_export_main(tuner)  (a causal model; the same flags)
   pretrained.py:  pretrained_main(tuner)
+  select_checkpoint.py: select_main(tuner)  (the checkpoint with the best target-dev WER whose
+                  source-dev WER stays within a budget; decode/export read it with --use-selected 1)
   merge.py:       merge_main(tuner)         (mergeable tuners: a plain base checkpoint)
 The fine-tune flags are icefall's (--do-finetune, --finetune-ckpt, --init-modules, the tuner's
 --use-*/size flags); one base model serves several tuners through `--base-ckpt` + tuner-only files,
@@ -27,6 +29,7 @@ from zipformer.checkpoint import (
     LoadedWeights,
     add_checkpoint_arguments,
     checkpoint_suffix,
+    epoch_numbers,
     load_averaged_state_dict,
     read_model_file,
     write_checkpoint_file,
@@ -41,10 +44,12 @@ from zipformer.model_config import flags_given, model_config
 from zipformer.model_loader import resolve_weights
 from zipformer.onnx_domains import export_domains
 from zipformer.recipe import DecodingRecipe
+from zipformer.selection import SELECTION_FILE, apply_selection, choose, format_table, list_candidates, make_row, write_selection
 from zipformer.training import TrainingRecipe, load_pretrained_weights
 from zipformer.tuner import (
     StateDict,
     Tuner,
+    base_fingerprint,
     base_tensors,
     check_tuner_size,
     combine_base_and_tuner,
@@ -55,7 +60,16 @@ from zipformer.tuner import (
     tuner_disabled,
     tuner_tensors,
 )
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error, flag_name, str2bool
+from zipformer.utils import (
+    AttributeDict,
+    UserError,
+    comma_list,
+    exit_on_user_error,
+    flag_name,
+    int_at_least,
+    non_negative_float,
+    str2bool,
+)
 
 # Without data flags a fine-tune trains on the new domain, as icefall's adapter recipe defaults to
 # GigaSpeech: its cut files when prepared (./prepare.sh --dataset gigaspeech), else the embedded
@@ -104,6 +118,13 @@ def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_train
         default=None,
         help=f"The base model ({{'model': state_dict}}) the {tuner.name}-only files were trained on; "
         f"with it, --epoch/--avg average {tuner.file_prefix}epoch-N.pt files of --exp-dir.",
+    )
+    group.add_argument(
+        "--use-selected",
+        type=str2bool,
+        default=False,
+        help=f"Use the checkpoint select_checkpoint.py chose ({{exp-dir}}/{SELECTION_FILE}): its epoch, avg "
+        "and use-averaged-model replace --epoch/--avg/--use-averaged-model.",
     )
 
 
@@ -212,6 +233,15 @@ class TunerDecodingRecipe(DecodingRecipe):
         return get_tuned_model(params, self.tuner)
 
     def load_state_dict(self, params: AttributeDict) -> LoadedWeights:
+        if not params.get("use_selected"):
+            return self._load_state_dict(params)
+        chosen = apply_selection(params, {f"--{self.tuner.file_prefix}ckpt": "tuner_ckpt"})
+        weights = self._load_state_dict(params)
+        # Logged with the description once the log is set up (decoding sets it up after loading).
+        where = Path(params.exp_dir) / SELECTION_FILE
+        return replace(weights, description=f"{weights.description} ({chosen.describe()}, chosen in {where})")
+
+    def _load_state_dict(self, params: AttributeDict) -> LoadedWeights:
         tuner = self.tuner
         if params.tuner_ckpt:
             if not params.base_ckpt:
@@ -362,6 +392,117 @@ def pretrained_main(tuner: Tuner) -> None:
     )
 
 
+# ---- select_checkpoint.py ------------------------------------------------------------------------
+
+
+class _SelectionSession(DecodingSession):
+    """Decodes the dev sets into {exp_dir}/selection/{method}, apart from decode.py's test results."""
+
+    results_subdir = "selection"
+
+
+def default_dev_sets(manifest_dir: Path) -> tuple[str, str]:
+    """(source dev, target dev) cut files of the fine-tuning data found in manifest_dir."""
+    if (manifest_dir / GIGASPEECH_TRAIN).is_file():
+        source, target = GIGASPEECH_VALID["librispeech"], GIGASPEECH_VALID["gigaspeech"]
+    else:
+        source, target = EMBEDDED_VALID["source"], EMBEDDED_VALID["target"]
+    return str(manifest_dir / source), str(manifest_dir / target)
+
+
+def get_select_parser(tuner: Tuner) -> argparse.ArgumentParser:
+    """decode.py's flags (but the checkpoint and test-set ones, which the selection sets) and its own."""
+    parser = decoding.get_parser(TunerDecodingRecipe(tuner))
+    group = parser.add_argument_group("Checkpoint selection options")
+    group.add_argument(
+        "--epoch-candidates",
+        type=comma_list(int_at_least(1)),
+        default=None,
+        help=f"Comma-separated epochs to try (default: every {tuner.file_prefix}epoch-N.pt of --exp-dir).",
+    )
+    group.add_argument(
+        "--avg-candidates", type=comma_list(int_at_least(1)), default="1,2,3", help="Comma-separated --avg values to try."
+    )
+    group.add_argument(
+        "--averaged-candidates",
+        type=comma_list(str2bool),
+        default="0,1",
+        help="Comma-separated --use-averaged-model values to try: 0 (plain mean of epoch files), 1 (averaged model).",
+    )
+    group.add_argument("--source-dev", type=str, default=None, help="Source-domain dev cuts (default: from --manifest-dir).")
+    group.add_argument("--target-dev", type=str, default=None, help="Target-domain dev cuts (default: from --manifest-dir).")
+    group.add_argument(
+        "--max-source-rise",
+        type=non_negative_float,
+        default=1.0,
+        help=f"The budget: how many absolute WER points the source-dev WER with the {tuner.name} on may rise "
+        f"over the base model's ({tuner.name} off).",
+    )
+    return parser
+
+
+def _swap_in_tuner(session: DecodingSession, tuner: Tuner, base: StateDict, base_print: str, prefix: str) -> str:
+    """Load the tuner tensors of the checkpoint session.params names into the model; return what they are."""
+    params = session.params
+    weights = load_averaged_state_dict(params, device="cpu", prefix=prefix)
+    if prefix and load_tuner_file(Path(weights.source), tuner)["base_fingerprint"] != base_print:
+        raise UserError(f"{weights.source} was trained on another base model than the other checkpoints of {params.exp_dir}")
+    tensors = {k: v.to(session.device) for k, v in tuner_tensors(weights.state_dict, tuner).items()}
+    load_with_tuner(session.model, {**base, **tensors}, tuner, weights.source, required=True)
+    return weights.description
+
+
+def select_main(tuner: Tuner) -> None:
+    """select_checkpoint.py: decode the dev sets with every candidate, choose under the budget, write the choice."""
+    parser = get_select_parser(tuner)
+    args = parser.parse_args()
+    with exit_on_user_error():
+        chosen_by_us = {"epoch", "iter", "avg", "use_averaged_model", "test_cuts", "use_selected", "tuner_ckpt"}
+        clash = sorted(chosen_by_us & flags_given(parser))
+        if clash:
+            raise UserError(
+                f"select_checkpoint.py sets {', '.join(map(flag_name, clash))} itself: leave "
+                f"{'it' if len(clash) == 1 else 'them'} out (candidates: "
+                "--epoch-candidates, --avg-candidates, --averaged-candidates; dev sets: --source-dev, --target-dev)"
+            )
+        exp_dir = Path(args.exp_dir)
+        prefix = tuner.file_prefix if epoch_numbers(exp_dir, tuner.file_prefix) else ""
+        present = epoch_numbers(exp_dir, prefix)
+        epochs = args.epoch_candidates or present
+        if not epochs:
+            raise UserError(f"no epoch-N.pt in {exp_dir}: check --exp-dir")
+        default_source, default_target = default_dev_sets(Path(args.manifest_dir))
+        dev_sets = {"source": args.source_dev or default_source, "target": args.target_dev or default_target}
+        candidates = list_candidates(epochs, args.avg_candidates, args.averaged_candidates)
+        # The newest candidate's files build the model (and name the base); then only tuner tensors change.
+        args.epoch, args.avg, args.use_averaged_model, args.iter = max(epochs), 1, False, 0
+        args.test_cuts = ",".join(f"{name}={path}" for name, path in dev_sets.items())
+        session = _SelectionSession(TunerDecodingRecipe(tuner), args, flags_given(parser))
+        params = session.params
+        if not params[tuner.switch]:
+            raise UserError(f"{exp_dir} holds no {tuner.name} (trained with {flag_name(tuner.switch)} 0): nothing to select")
+        base = base_tensors(session.model.state_dict(), tuner)
+        base_print = base_fingerprint(base, tuner)
+        with tuner_disabled(session.model, tuner):
+            base_source = session.decode_all(f"base-{tuner.name}-off", names=["source"])["source"]
+        rows = []
+        for candidate in candidates:
+            params.update(epoch=candidate.epoch, avg=candidate.avg, use_averaged_model=candidate.use_averaged_model)
+            logging.info(f"Candidate {candidate.describe()}: {_swap_in_tuner(session, tuner, base, base_print, prefix)}")
+            wers = session.decode_all(decoding.result_suffix(params, TunerDecodingRecipe(tuner)))
+            rows.append(make_row(candidate, wers["target"], wers["source"], base_source, args.max_source_rise))
+        try:
+            chosen = choose(rows, args.max_source_rise)
+        except UserError:
+            print(format_table(rows, None, base_source, args.max_source_rise), end="")
+            raise
+        table = format_table(rows, chosen, base_source, args.max_source_rise)
+        atomic_write_text(params.res_dir / "selection-table.txt", table)
+        path = write_selection(exp_dir, chosen, rows, base_source, args.max_source_rise, dev_sets)
+        print(table, end="")
+        print(f"chosen: {chosen.candidate.describe()} (written to {path}; use it with --use-selected 1)")
+
+
 # ---- export-onnx.py ------------------------------------------------------------------------------
 
 
@@ -508,6 +649,11 @@ def train_script(tuner: Tuner) -> tuple:
         return recipe.get_model(params)
 
     return get_parser, training.get_params, get_model, lambda: training.main(recipe)
+
+
+def select_script(tuner: Tuner) -> tuple:
+    """(get_parser, main) of select_checkpoint.py."""
+    return (lambda: get_select_parser(tuner)), (lambda: select_main(tuner))
 
 
 def decode_script(tuner: Tuner) -> tuple:

@@ -10,7 +10,15 @@ import torch
 # Re-exported: the error path of every script (zipformer.errors needs no PyTorch).
 from zipformer.errors import UserError, exit_on_user_error, fail  # noqa: F401
 # Re-exported: the flag types (zipformer.flag_types needs no PyTorch either).
-from zipformer.flag_types import flag_name, int_at_least, positive_float, str2bool  # noqa: F401
+from zipformer.flag_types import (  # noqa: F401
+    comma_list,
+    flag_name,
+    int_at_least,
+    non_negative_float,
+    open_fraction,
+    positive_float,
+    str2bool,
+)
 
 
 class AttributeDict(dict):

@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""Choose the checkpoint with the best target-dev WER whose source-dev WER (lora on) stays within a budget.
+
+  ./zipformer_lora/select_checkpoint.py --exp-dir exp/lora_r8 --avg-candidates 1,2,3 \\
+      --max-source-rise 1.0 --source-dev data/fbank/source_cuts_dev.jsonl.gz \\
+      --target-dev data/fbank/target_cuts_dev.jsonl.gz
+  # then decode or export the choice:
+  ./zipformer_lora/decode.py --exp-dir exp/lora_r8 --use-selected 1 ...
+
+Decodes the source dev set once with the lora off (the base model, the reference) and both dev sets
+with every candidate (every epoch present by default; --avg-candidates; the plain mean and the
+averaged model), prints the table and writes the choice to {exp_dir}/selected-checkpoint.json.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zipformer.tuning import select_script  # noqa: E402
+from zipformer_lora.lora import LoraTuner  # noqa: E402
+
+get_parser, main = select_script(LoraTuner())
+
+if __name__ == "__main__":
+    main()
