@@ -245,29 +245,25 @@ if stage_on 6 && $full_finetune; then
     --test-cuts "$test_cuts" --num-threads "$num_threads" "${decode_flags[@]}"
 fi
 
-if stage_on 7 && $streaming; then
-  log "stage 7: export streaming ONNX (fp32 + int8) and decode the target test set with sherpa-onnx's online recognizer"
-  run ./zipformer_adapter/export-onnx-streaming.py --tokens data/lang_bpe_500/tokens.txt \
-    --use-averaged-model "$adapter_averaged" --epoch "$adapter_epochs" --avg "$adapter_avg" --exp-dir "$adapter_dir" \
-    --use-adapters 1 "${latency[@]}"
+if stage_on 7; then
+  if $streaming; then
+    log "stage 7: export streaming ONNX (fp32 + int8) and decode the target test set with sherpa-onnx's online recognizer"
+    export_script=./zipformer_adapter/export-onnx-streaming.py
+    export_latency=("${latency[@]}")
+    onnx_name="epoch-$adapter_epochs-avg-$adapter_avg-chunk-$chunk_size-left-$left_context_frames"
+  else
+    log "stage 7: export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx"
+    export_script=./zipformer_adapter/export-onnx.py
+    export_latency=()
+    onnx_name="epoch-$adapter_epochs-avg-$adapter_avg"
+  fi
+  run "$export_script" --tokens data/lang_bpe_500/tokens.txt --use-averaged-model "$adapter_averaged" \
+    --epoch "$adapter_epochs" --avg "$adapter_avg" --exp-dir "$adapter_dir" --use-adapters 1 "${export_latency[@]}"
   for kind in "" ".int8"; do
-    name="epoch-$adapter_epochs-avg-$adapter_avg-chunk-$chunk_size-left-$left_context_frames$kind"
     run ./zipformer/onnx_decode.py --runtime sherpa-onnx \
-      --encoder-model-filename "$adapter_dir/encoder-$name.onnx" \
-      --decoder-model-filename "$adapter_dir/decoder-$name.onnx" \
-      --joiner-model-filename "$adapter_dir/joiner-$name.onnx" \
-      --tokens data/lang_bpe_500/tokens.txt --test-cuts "target=$target_test" --num-threads "$num_threads"
-  done
-elif stage_on 7; then
-  log "stage 7: export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx"
-  run ./zipformer_adapter/export-onnx.py --tokens data/lang_bpe_500/tokens.txt --use-averaged-model "$adapter_averaged" \
-    --epoch "$adapter_epochs" --avg "$adapter_avg" --exp-dir "$adapter_dir" --use-adapters 1
-  for kind in "" ".int8"; do
-    name="epoch-$adapter_epochs-avg-$adapter_avg$kind"
-    run ./zipformer/onnx_decode.py --runtime sherpa-onnx \
-      --encoder-model-filename "$adapter_dir/encoder-$name.onnx" \
-      --decoder-model-filename "$adapter_dir/decoder-$name.onnx" \
-      --joiner-model-filename "$adapter_dir/joiner-$name.onnx" \
+      --encoder-model-filename "$adapter_dir/encoder-$onnx_name$kind.onnx" \
+      --decoder-model-filename "$adapter_dir/decoder-$onnx_name$kind.onnx" \
+      --joiner-model-filename "$adapter_dir/joiner-$onnx_name$kind.onnx" \
       --tokens data/lang_bpe_500/tokens.txt --test-cuts "target=$target_test" --num-threads "$num_threads"
   done
 fi
