@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
             f"{params.encoder_model_filename} has a domain input, which sherpa-onnx lacks: decode it with "
             "--runtime onnxruntime, or give sherpa-onnx the per-domain exports"
         )
+    domains = model.domains  # the names of an encoder for several domains; a streaming export has none
     streaming = is_streaming(model)
     if streaming:
         model = OnnxStreamingTransducer(model, params.encoder_model_filename)
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
         if params.runtime == "sherpa-onnx":
             results = decode_cuts_with_sherpa(cuts, params, name, streaming)
         else:
-            domain_of = (lambda cut, name=name: cut_domain(cut, name, cut_domains)) if model.domains else None
+            domain_of = (lambda cut, name=name: cut_domain(cut, name, cut_domains)) if domains else None
             results = decode_dataset(data.test_dataloaders(cuts), model, tokens, name, domain_of)
         if params.gigaspeech_scoring:
             results = normalize_gigaspeech_results(results)
