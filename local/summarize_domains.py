@@ -16,7 +16,7 @@ import argparse  # noqa: E402
 from datetime import datetime  # noqa: E402
 from typing import Dict, List, Optional  # noqa: E402
 
-from local.summarize_run import GREEDY, fmt, read_hyps, read_wer  # noqa: E402
+from local.summarize_run import GREEDY, fmt, read_wer, same_hyps  # noqa: E402
 from zipformer.atomic import atomic_write_text  # noqa: E402
 
 TEST_SETS = ("source", "target", "target_b")
@@ -39,12 +39,8 @@ def build_table(exp_root: Path, adapter_dim: int, adapter_epochs: int) -> str:
     }
 
     def same_as_alone(test_set: str) -> str:
-        mixed = read_hyps(sources["mixed"][0], test_set, sources["mixed"][1])
-        res_dir, pattern = sources[DOMAIN_OF[test_set]]
-        own = read_hyps(res_dir, test_set, pattern)
-        if mixed is None or own is None:
-            return "—"
-        return "yes" if sorted(mixed) == sorted(own) else "NO"
+        (mixed_dir, mixed), (own_dir, own) = sources["mixed"], sources[DOMAIN_OF[test_set]]
+        return same_hyps(mixed_dir, own_dir, mixed, own, test_set)
 
     lines: List[str] = [
         f"# Several domains on one base ({datetime.now():%Y-%m-%d %H:%M})",

@@ -19,6 +19,8 @@ import re  # noqa: E402
 from datetime import datetime  # noqa: E402
 from typing import Dict, List, Optional, Tuple  # noqa: E402
 
+from zipformer.atomic import atomic_write_text  # noqa: E402
+
 GREEDY = "greedy_search"
 
 
@@ -58,9 +60,10 @@ def training_stats(exp_dir: Path) -> Dict[str, str]:
     return stats
 
 
-def same_hyps(dir_a: Path, dir_b: Path, pattern_a: str, pattern_b: str) -> str:
-    """"yes" when both decodes of the source test set gave the same hypotheses, "NO" if not, "—" if one is missing."""
-    hyps_a, hyps_b = read_hyps(dir_a, "source", pattern_a), read_hyps(dir_b, "source", pattern_b)
+def same_hyps(dir_a: Path, dir_b: Path, pattern_a: str, pattern_b: str, test_set: str = "source") -> str:
+    """"yes" when both decodes of `test_set` gave the same hypotheses (recogs files are sorted by cut
+    id), "NO" if not, "—" if one is missing."""
+    hyps_a, hyps_b = read_hyps(dir_a, test_set, pattern_a), read_hyps(dir_b, test_set, pattern_b)
     if hyps_a is None or hyps_b is None:
         return "—"
     return "yes" if hyps_a == hyps_b else "NO"
@@ -208,9 +211,7 @@ def main() -> None:
         bool(args.adapter_averaged), latency,
     )
     out = args.exp_root / "summary.md"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(summary)
-    tmp.replace(out)
+    atomic_write_text(out, summary)
     print(summary)
     print(f"(written to {out})")
 
