@@ -62,6 +62,24 @@ def test_real_and_simulated_streaming_write_the_same_result_files(tiny_corpus, c
     assert "real-time factor" in log and "ms per stream-chunk" in log and "slowest" in log
 
 
+def test_a_causal_model_given_no_latency_decodes_in_full_context(tiny_corpus, causal_exp: Path, tmp_path: Path):
+    explicit, default = tmp_path / "explicit", tmp_path / "default"
+    for exp_dir in (explicit, default):
+        exp_dir.mkdir()
+        (exp_dir / "epoch-2.pt").symlink_to(causal_exp / "epoch-2.pt")
+    decode("zipformer/decode.py", tiny_corpus, explicit, "--chunk-size", "-1", "--left-context-frames", "-1")
+    proc = decode("zipformer/decode.py", tiny_corpus, default)
+    assert "decoding in full context" in proc.stderr
+    pattern = "recogs-source-*-chunk--1-left-context--1-*.txt"
+    assert hyps(default / "greedy_search", pattern) == hyps(explicit / "greedy_search", pattern)
+    audio = sorted((Path(tiny_corpus["source_test"]).parent / "audio").glob("*.flac"))[:1]
+    proc = run_script(
+        "zipformer/pretrained.py", "--checkpoint", causal_exp / "epoch-2.pt",
+        "--bpe-model", tiny_corpus["bpe_model"], *TINY_MODEL_FLAGS, *audio,
+    )
+    assert "decoding in full context" in proc.stderr
+
+
 def test_streaming_pretrained_prints_partial_and_final_results(tiny_corpus, causal_exp: Path):
     decode("zipformer/streaming_decode.py", tiny_corpus, causal_exp, *CHUNK_FLAGS,
            "--decoding-method", "modified_beam_search", "--beam-size", "4")
@@ -103,8 +121,8 @@ def icefall_style(causal_exp, tiny_base_exp, tmp_path_factory) -> dict:
     "script, exp, extra, message",
     [
         # This project's checkpoints say whether they are causal: no --causal needed, but one latency.
-        ("zipformer/decode.py", "causal", [], "one --chunk-size"),
-        ("zipformer/decode.py", "causal", ["--causal", "1"], "one --chunk-size"),
+        ("zipformer/decode.py", "causal", ["--chunk-size", "16,32"], "one --chunk-size"),
+        ("zipformer/decode.py", "causal", ["--causal", "1", "--left-context-frames", "32,64"], "one --chunk-size"),
         ("zipformer/decode.py", "base", CHUNK_FLAGS, "--causal 1 contradicts"),
         ("zipformer/decode.py", "base", ["--chunk-size", "16"], "--chunk-size 16 needs --causal 1"),
         ("zipformer/streaming_decode.py", "causal", [], "one --chunk-size"),

@@ -30,7 +30,13 @@ from zipformer.scoring import (
     write_error_stats,
     write_wer_summary,
 )
-from zipformer.streaming import append_tail_padding, chunk_suffix, decoding_chunk_config
+from zipformer.streaming import (
+    FULL_CONTEXT_NOTE,
+    append_tail_padding,
+    chunk_suffix,
+    decoding_chunk_config,
+    full_context_unless_given,
+)
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error, int_at_least, setup_logger, str2bool
 from zipformer.vocabulary import bpe_vocabulary, load_bpe_model
 
@@ -204,6 +210,8 @@ class DecodingSession:
     """
 
     results_subdir = ""
+    # A causal model without a latency on the command line decodes in full context (streaming: no).
+    full_context_by_default = True
 
     def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
         """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""
@@ -218,6 +226,7 @@ class DecodingSession:
         params.vocab_size = self.sp.get_piece_size()
         # The configuration stored with the weights names the result files, so it comes first.
         weights = resolve_weights(params, recipe, given)
+        full_context = self.full_context_by_default and full_context_unless_given(params, given)
         if params.causal:
             decoding_chunk_config(params)
         method_dir = params.decoding_method + params.get("res_dir_suffix", "")
@@ -226,6 +235,8 @@ class DecodingSession:
         self.suffix = result_suffix(params, recipe)
         setup_logger(params.res_dir / f"log-decode-{self.suffix}")
         logging.info("Decoding started")
+        if full_context:
+            logging.info(FULL_CONTEXT_NOTE)
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         logging.info(f"Device: {self.device}")
         self.model = build_model(params, recipe, weights, bpe_vocabulary(self.sp), f"--bpe-model {params.bpe_model}")

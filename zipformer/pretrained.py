@@ -31,9 +31,9 @@ from lhotse.augmentation.resample import resample  # noqa: E402
 from zipformer.decoding import decode_batch  # noqa: E402
 from zipformer.model_args import add_model_arguments, add_search_arguments  # noqa: E402
 from zipformer.model_config import flags_given  # noqa: E402
-from zipformer.model_loader import load_model  # noqa: E402
+from zipformer.model_loader import build_model, resolve_weights  # noqa: E402
 from zipformer.recipe import DecodingRecipe  # noqa: E402
-from zipformer.streaming import decoding_chunk_config  # noqa: E402
+from zipformer.streaming import FULL_CONTEXT_NOTE, decoding_chunk_config, full_context_unless_given  # noqa: E402
 from zipformer.vocabulary import bpe_vocabulary, load_bpe_model  # noqa: E402
 from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
 
@@ -82,18 +82,22 @@ def read_features(filenames: List[str]) -> List[torch.Tensor]:
 
 
 def load_checkpoint_model(
-    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()
+    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset(), streaming: bool = False
 ) -> Tuple[torch.nn.Module, spm.SentencePieceProcessor]:
     """The model of --checkpoint in eval mode, and the BPE model (sets blank_id, vocab_size).
 
-    `given`: the flags typed on the command line (zipformer.model_config.flags_given).
+    `given`: the flags typed on the command line (zipformer.model_config.flags_given). Unless
+    `streaming`, a causal model given no latency decodes in full context.
     """
     sp = load_bpe_model(params.bpe_model)
     params.blank_id = sp.piece_to_id("<blk>")
     params.vocab_size = sp.get_piece_size()
-    model, _ = load_model(params, recipe, given, bpe_vocabulary(sp), f"--bpe-model {params.bpe_model}")
+    weights = resolve_weights(params, recipe, given)
+    if not streaming and full_context_unless_given(params, given):
+        logging.info(FULL_CONTEXT_NOTE)
     if params.causal:
         decoding_chunk_config(params)
+    model = build_model(params, recipe, weights, bpe_vocabulary(sp), f"--bpe-model {params.bpe_model}")
     return model, sp
 
 

@@ -46,6 +46,20 @@ def decoding_chunk_config(params: AttributeDict, use: str = "decoding a causal m
     return chunk_sizes[0], left_contexts[0]
 
 
+FULL_CONTEXT_NOTE = "causal model without --chunk-size/--left-context-frames: decoding in full context"
+
+
+def full_context_unless_given(params: AttributeDict, given: frozenset) -> bool:
+    """Decode a causal model in full context when neither --chunk-size nor --left-context-frames
+    was typed (their defaults are training's lists), so that one file decodes like a non-causal
+    model by default and streams when given a latency; icefall's decode.py stops there instead.
+    True when it did (the caller logs FULL_CONTEXT_NOTE once its log is set up)."""
+    if params.causal and not given & {"chunk_size", "left_context_frames"}:
+        params.chunk_size, params.left_context_frames = (-1,), (-1,)
+        return True
+    return False
+
+
 def streaming_chunk_config(params: AttributeDict, use: str = "decoding a causal model") -> Tuple[int, int]:
     """decoding_chunk_config for real streaming, which needs a finite chunk and left context and
     whole chunks of left context; UserError naming the flag otherwise."""

@@ -206,6 +206,7 @@ class StreamingDecodingSession(DecodingSession):
     """decoding.py's session, decoding every test set chunk by chunk."""
 
     results_subdir = "streaming"
+    full_context_by_default = False
 
     def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
         """`given`: the flags typed on the command line (zipformer.model_config.flags_given)."""

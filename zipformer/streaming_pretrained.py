@@ -35,7 +35,7 @@ def stream_files(params: AttributeDict, recipe: DecodingRecipe, given: frozenset
     """
     params.decoding_method = params.method
     params.num_decode_streams = len(params.sound_files)
-    model, sp = pretrained.load_checkpoint_model(params, recipe, given)
+    model, sp = pretrained.load_checkpoint_model(params, recipe, given, streaming=True)
     chunk_size, _ = check_streaming_flags(params)
     decoder = StreamingDecoder(model, params, chunk_size)
     features = pretrained.read_features(params.sound_files)
