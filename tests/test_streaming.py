@@ -16,7 +16,9 @@ from zipformer.chunk_causal import (
 )
 from zipformer.beam_search import greedy_search_batch
 from zipformer.model_args import add_model_arguments, check_causal, get_model
+from zipformer.decoding import decode_batch
 from zipformer.streaming import (
+    TAIL_PAD_FRAMES,
     append_tail_padding,
     cache_padding_mask,
     get_init_states,
@@ -353,6 +355,30 @@ def simulated_streaming(model: nn.Module, features: torch.Tensor) -> torch.Tenso
     """decode.py's encoder output for a causal model: 30 tail frames, full forward."""
     padded, lens = append_tail_padding(features.unsqueeze(0), torch.tensor([features.shape[0]]))
     return model.forward_encoder(padded, lens)[0][0]
+
+
+class _WordsOfTokens:
+    """A stand-in BPE model: one word per token id."""
+
+    def decode(self, hyps: List[List[int]]) -> List[str]:
+        return [" ".join(map(str, hyp)) for hyp in hyps]
+
+
+@pytest.mark.parametrize("chunk_size, left_context, tail", [("-1", "-1", 0), ("16", "32", TAIL_PAD_FRAMES)])
+def test_decode_pads_the_tail_only_when_decoding_in_chunks(chunk_size, left_context, tail):
+    # Full context decodes the utterance as it is, as sherpa-onnx's offline recognizer does.
+    model = causal_model(chunk_size, left_context)
+    seen = []
+    forward_encoder = model.forward_encoder
+    model.forward_encoder = lambda x, x_lens: seen.append(x_lens.tolist()) or forward_encoder(x, x_lens)
+    params = AttributeDict(
+        causal=True, chunk_size=(int(chunk_size),), left_context_frames=(int(left_context),),
+        decoding_method="greedy_search", max_sym_per_frame=1,
+    )
+    batch = {"inputs": torch.randn(2, 120, 80), "supervisions": {"num_frames": torch.tensor([120, 90])}}
+    with torch.no_grad():
+        words = decode_batch(params, model, _WordsOfTokens(), batch)
+    assert seen == [[120 + tail, 90 + tail]] and len(words) == 2
 
 
 @pytest.mark.parametrize("method", ["greedy_search", "modified_beam_search"])

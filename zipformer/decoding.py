@@ -119,7 +119,10 @@ def decode_batch(
     device = next(model.parameters()).device
     feature = batch["inputs"].to(device)
     feature_lens = batch["supervisions"]["num_frames"].to(device)
-    if params.causal:
+    # Tail padding lets a chunked model see its last frames in a full chunk (icefall pads every
+    # causal decode); in full context it only adds frames, which sherpa-onnx's offline recognizer
+    # and the non-streaming ONNX export do not see.
+    if params.causal and decoding_chunk_config(params)[0] > 0:
         feature, feature_lens = append_tail_padding(feature, feature_lens)
     encoder_out, encoder_out_lens = model.forward_encoder(feature, feature_lens)
 
