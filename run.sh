@@ -9,7 +9,8 @@
 #   stage 1  data: the synthesized source and target domains (./prepare.sh; target_b too with --domains);
 #            the source train split only with --pretrain
 #   stage 2  the source-domain base model: the one shipped in pretrained/ (default), or, with
-#            --pretrain, trained from scratch by zipformer/train.py (hours on 2 CPU cores)
+#            --pretrain, trained from scratch by zipformer/train.py (hours on 2 CPU cores). It is
+#            causal: the one file decodes in full context and, with --streaming, chunk by chunk
 #   stage 3  decode the source and target test sets with the base model        ("before")
 #   stage 4  fine-tune adapters on the target domain (zipformer_adapter/train.py, the seed's flags)
 #   stage 5  decode both test sets with the averaged adapters on and off: the forgetting report ("after")
@@ -17,11 +18,10 @@
 #   stage 7  export to ONNX (fp32 + int8) and decode the target test set with sherpa-onnx
 #   stage 8  summary table -> $exp_root/summary.md (with the commands that produced it)
 #
-# --streaming: the story with the causal base pretrained/causal_base.pt (one file decodes in full
-#   context and streaming; --pretrain trains it with --causal 1), into exp-streaming/ unless
-#   --exp-root says otherwise: stages 3 and 5 also decode chunk by chunk (streaming_decode.py) with
-#   --chunk-size C (default 16 frames of 50 Hz: 320 ms) and --left-context-frames L (default 128),
-#   and stage 7 exports the streaming ONNX files and decodes with sherpa-onnx's online recognizer.
+# --streaming: the streaming story, into exp-streaming/ unless --exp-root says otherwise: stages 3
+#   and 5 also decode chunk by chunk (streaming_decode.py) with --chunk-size C (default 16 frames of
+#   50 Hz: 320 ms) and --left-context-frames L (default 128), and stage 7 exports the streaming ONNX
+#   files and decodes with sherpa-onnx's online recognizer.
 # --domains: several domains on one base. Stage 1 also synthesizes target_b (a far-field room),
 #   stage 4 also fine-tunes adapters on it, stage 5 decodes the three test sets in ONE mixed-domain
 #   pass (each utterance with its own domain's adapters, source with none), stage 7 exports one ONNX
@@ -94,18 +94,16 @@ run() {
   "$@"
 }
 
-# The base model's shape, for --pretrain (pretrained/README.md). Every later stage reads it from the
-# checkpoints, which carry their configuration.
+# The base model's shape, for --pretrain (pretrained/README.md): causal, trained with chunk sizes
+# that include -1 (full context). Every later stage reads it from the checkpoints, which carry their
+# configuration.
 base_model_flags=(
   --num-encoder-layers 1,1,1,1,1,1 --feedforward-dim 256,256,256,256,256,256
   --encoder-dim 128,128,128,128,128,128 --encoder-unmasked-dim 128,128,128,128,128,128
   --num-heads 4,4,4,4,4,4 --decoder-dim 256 --joiner-dim 256
+  --causal 1 --chunk-size 16,32,64,-1 --left-context-frames 64,128,256,-1
 )
 shipped_base=pretrained/base.pt
-if $streaming; then
-  base_model_flags+=(--causal 1)
-  shipped_base=pretrained/causal_base.pt
-fi
 base_dir=$exp_root/base
 adapter_dir=$exp_root/adapter_dim$adapter_dim
 full_dir=$exp_root/full_finetune

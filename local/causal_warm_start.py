@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start a causal (streaming) Zipformer from a trained non-causal one of the same shape.
 
-  ./local/causal_warm_start.py --checkpoint pretrained/base.pt --out exp/causal_init.pt
+  ./local/causal_warm_start.py --checkpoint exp/base/noncausal.pt --out exp/causal_init.pt
   ./zipformer/train.py --finetune-ckpt exp/causal_init.pt --chunk-size 16,32,64,-1 ...
 
 A causal model differs from a non-causal one only in its convolution modules: each depthwise
