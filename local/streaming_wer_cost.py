@@ -49,8 +49,9 @@ def read_wers(res_dir: Path, tag: str) -> Dict[str, float]:
 
 
 def decode(script: str, args: argparse.Namespace, chunk: int, left: int, extra: Sequence[str]) -> None:
+    # This interpreter, not the script's shebang: the .venv need not be activated.
     command = [
-        str(REPO / args.recipe / script), "--exp-dir", str(args.exp_dir), "--epoch", str(args.epoch),
+        sys.executable, str(REPO / args.recipe / script), "--exp-dir", str(args.exp_dir), "--epoch", str(args.epoch),
         "--avg", str(args.avg), "--use-averaged-model", str(args.use_averaged_model),
         "--chunk-size", str(chunk), "--left-context-frames", str(left), "--test-cuts", args.test_cuts,
         "--decoding-method", "greedy_search", *extra,

@@ -1,7 +1,10 @@
 """local/streaming_wer_cost.py: the table of WER against chunk size, from decode.py's result files."""
+import subprocess
+import sys
 from pathlib import Path
 
-from local.streaming_wer_cost import read_wers, table
+from local import streaming_wer_cost
+from local.streaming_wer_cost import get_parser, read_wers, table
 
 
 def write_summary(res_dir: Path, test_set: str, suffix: str, wer: float) -> None:
@@ -23,3 +26,14 @@ def test_table_gives_latency_and_the_change_against_full_context():
     # 8 frames of 50 Hz are 160 ms of audio; plus 130 ms of look-ahead.
     assert lines[3] == "| 8 (160 ms), left 128 | 290 | 18.50 (+3.50) | — |"
     assert lines[4] == "| 32 (640 ms), left 128 | 770 | 16.00 (+1.00) | 51.25 (+1.25) |"
+
+
+def test_the_decodes_run_with_this_interpreter_and_the_extra_flags(monkeypatch):
+    # Not the scripts' shebang: a .venv that is not activated must still be the one used.
+    commands = []
+    monkeypatch.setattr(subprocess, "run", lambda command, check: commands.append(command))
+    args = get_parser().parse_args(["--exp-dir", "exp/base", "--epoch", "99", "--test-cuts", "a=a.jsonl.gz"])
+    streaming_wer_cost.decode("streaming_decode.py", args, 16, 128, ["--num-threads", "1"])
+    (command,) = commands
+    assert command[0] == sys.executable and command[1].endswith("zipformer/streaming_decode.py")
+    assert command[-2:] == ["--num-threads", "1"] and "--chunk-size" in command
