@@ -24,7 +24,8 @@ from test_streaming_decode import CHECKPOINT_FLAGS, CHUNK_FLAGS, decode, hyps
 from zipformer.beam_search import greedy_search_continue, initial_hyp
 from zipformer.model_args import add_model_arguments, get_model
 from zipformer.onnx_inference import compute_fbank, read_tokens, tokens_to_text
-from zipformer.sherpa_online import TAIL_SECONDS
+from zipformer.onnx_streaming import OnnxStreamingTransducer
+from zipformer.sherpa_online import TAIL_SECONDS, stream_on_sherpa_frames
 from zipformer.streaming import EMBED_LOOK_AHEAD, get_init_states, streaming_forward
 from zipformer.tuning import get_tuned_model
 from zipformer.utils import AttributeDict
@@ -143,6 +144,14 @@ def test_sherpa_onnx_online_recognizer_equals_pytorch_streaming_on_its_frames(
     assert sherpa_fp32 == expected
     int8 = sherpa_online(streaming_files, tiny_corpus["tokens"], audio, int8=True)
     assert len(int8) == len(expected) and any(int8)
+
+
+def test_onnxruntime_on_sherpa_onnxs_frames_gives_its_transcripts(sherpa_fp32, streaming_files, tiny_corpus):
+    model = OnnxStreamingTransducer.from_files(*(streaming_files[name] for name in ("encoder", "decoder", "joiner")))
+    table = read_tokens(tiny_corpus["tokens"])
+    got = [tokens_to_text(stream_on_sherpa_frames(model, sf.read(a, dtype="float32")[0]), table)
+           for a in audio_files(tiny_corpus)]
+    assert got == sherpa_fp32
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,26 @@ def decode_online(
     return [recognizer.get_result(stream) for stream in streams]
 
 
+def stream_on_sherpa_frames(model, samples: np.ndarray, sample_rate: int = 16000) -> List[int]:
+    """Token ids of onnxruntime's streaming greedy search over the frames sherpa-onnx decodes for
+    one utterance fed by decode_online: the fbank of the samples and TAIL_SECONDS of silence,
+    window k = frames [k·decode_chunk_len, k·decode_chunk_len + T) while that window ends before the
+    last frame. `model` is a zipformer.onnx_streaming.OnnxStreamingTransducer. Equal transcripts
+    mean the export and sherpa-onnx's runtime agree; what is left between sherpa-onnx and
+    streaming_decode.py is then the features (lhotse's stored ones there) and the tail."""
+    from zipformer.onnx_inference import compute_fbank
+
+    silence = np.zeros(int(TAIL_SECONDS * sample_rate), dtype=np.float32)
+    features = compute_fbank(np.concatenate((np.asarray(samples, dtype=np.float32), silence)), sample_rate)
+    states = model.init_states(1)
+    hyps, decoder_out = model.model.initial_hyps(1)
+    for start in range(0, features.shape[0] - model.window, model.decode_chunk_len):
+        encoder_out, states = model.run_chunk(features[None, start : start + model.window], states)
+        for t in range(encoder_out.shape[1]):
+            model.model.greedy_step(encoder_out[:, t], hyps, decoder_out)
+    return hyps[0][model.context_size :]
+
+
 def _pieces(samples: np.ndarray, sample_rate: int, piece_seconds: Optional[float]) -> List[np.ndarray]:
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     if piece_seconds is None:
