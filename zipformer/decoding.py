@@ -2,7 +2,7 @@
 
 A recipe customises it through `zipformer.recipe.DecodingRecipe` (how the model is built and how
 weights are loaded into it), so a tuner recipe's decode.py stays a few lines. The model, its
-configuration and vocabulary come from `zipformer.model_loader.load_model`.
+configuration and vocabulary come from `zipformer.model_loader` (resolve_weights, build_model).
 """
 import argparse
 import logging

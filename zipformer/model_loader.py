@@ -4,10 +4,11 @@
                    params  <- the configuration stored with them (zipformer.model_config)
   build_model:     check   <- the vocabulary they were trained with against the BPE model / tokens.txt
                    model   <- built by the recipe from params, loaded strictly, eval mode
-Decoding calls the two apart, because its result-file names depend on the resolved configuration.
+Callers run the two apart: between them, the resolved configuration names decoding's result files
+and decides the chunk configuration a causal model decodes with.
 """
 import logging
-from typing import Any, Mapping, Tuple
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -70,14 +71,3 @@ def build_model(
         raise UserError(f"{e} ({weights.source} was trained with settings this recipe lacks: {unknown})") from None
     return model.eval()
 
-
-def load_model(
-    params: AttributeDict,
-    recipe: DecodingRecipe,
-    given: frozenset,
-    vocabulary: Mapping[str, Any],
-    vocabulary_flag: str,
-) -> Tuple[nn.Module, LoadedWeights]:
-    """resolve_weights, then build_model: the model and the weights it was built from."""
-    weights = resolve_weights(params, recipe, given)
-    return build_model(params, recipe, weights, vocabulary, vocabulary_flag), weights
