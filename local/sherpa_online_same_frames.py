@@ -21,14 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import ast  # noqa: E402
-from typing import Dict  # noqa: E402
 
 import numpy as np  # noqa: E402
 from lhotse import load_manifest  # noqa: E402
 
 from zipformer.onnx_inference import SAMPLE_RATE, read_tokens, tokens_to_text  # noqa: E402
 from zipformer.onnx_streaming import OnnxStreamingTransducer  # noqa: E402
+from zipformer.scoring import read_hypotheses  # noqa: E402
 from zipformer.sherpa_online import stream_on_sherpa_frames  # noqa: E402
 from zipformer.utils import exit_on_user_error  # noqa: E402
 
@@ -44,16 +43,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_hyps(recogs: Path) -> Dict[str, str]:
-    """{cut id: hypothesis text} of an icefall recogs file."""
-    hyps = {}
-    for line in recogs.read_text().splitlines():
-        cut_id, rest = line.split(":\t", 1)
-        if rest.startswith("hyp="):
-            hyps[cut_id] = " ".join(ast.literal_eval(rest[4:]))
-    return hyps
-
-
 def main() -> None:
     args = get_parser().parse_args()
     with exit_on_user_error():
@@ -61,7 +50,7 @@ def main() -> None:
             args.encoder_model_filename, args.decoder_model_filename, args.joiner_model_filename
         )
         table = read_tokens(args.tokens)
-        sherpa = read_hyps(args.sherpa_recogs)
+        sherpa = {cut_id: " ".join(words) for cut_id, words in read_hypotheses(args.sherpa_recogs).items()}
     differ = 0
     cuts = load_manifest(args.cuts)
     for cut in cuts:

@@ -9,6 +9,7 @@ from zipformer.scoring import (
     log_wer_summary,
     normalize_gigaspeech_results,
     normalize_gigaspeech_text,
+    read_hypotheses,
     store_transcripts,
     write_error_stats,
     write_wer_summary,
@@ -155,6 +156,7 @@ def test_recogs_format_sorted_by_cut_id(tmp_path):
         "b-2:\thyp=['HELLO']\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    assert read_hypotheses(path) == {"a-1": [], "b-2": ["HELLO"]}
 
 
 def test_wer_summary_best_first(tmp_path):

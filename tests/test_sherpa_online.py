@@ -77,7 +77,7 @@ def torch_streaming(causal_exp: Path, tiny_corpus) -> Dict[str, str]:
     texts = {}
     for test_set in ("source", "target"):
         for cut_id, words in hyps(res_dir, f"recogs-{test_set}-greedy_search-epoch-*.txt").items():
-            texts[cut_id.rsplit("-", 1)[0]] = " ".join(eval(words))
+            texts[cut_id.rsplit("-", 1)[0]] = " ".join(words)
     return texts
 
 
@@ -213,7 +213,7 @@ def test_onnx_decode_streams_the_export_with_both_runtimes(
         got = {}
         for test_set in ("source", "target"):
             for cut_id, words in hyps(res_dir, f"recogs-{test_set}-greedy_search-{prefix}-{SUFFIX}.txt").items():
-                got[cut_id.rsplit("-", 1)[0]] = " ".join(eval(words))
+                got[cut_id.rsplit("-", 1)[0]] = " ".join(words)
         assert got == expected, prefix
     assert (res_dir / f"wer-summary-source-greedy_search-onnx-{SUFFIX}.txt").is_file()
 

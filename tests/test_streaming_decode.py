@@ -2,12 +2,13 @@
 streaming (decode.py), real streaming (streaming_decode.py, streaming_pretrained.py), adapters on
 a causal base, and the flag mismatches."""
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 import torch
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
+from zipformer.scoring import read_hypotheses
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +24,10 @@ def decode(script: str, corpus: dict, exp_dir: Path, *extra: str, check: bool = 
     )
 
 
-def hyps(res_dir: Path, pattern: str) -> Dict[str, str]:
+def hyps(res_dir: Path, pattern: str) -> Dict[str, List[str]]:
     files = sorted(res_dir.glob(pattern))
     assert len(files) == 1, (pattern, files)
-    out = {}
-    for line in files[0].read_text().splitlines():
-        cut_id, rest = line.split(":\t", 1)
-        if rest.startswith("hyp="):
-            out[cut_id] = rest[4:]
-    return out
+    return read_hypotheses(files[0])
 
 
 def last_line(proc) -> str:
@@ -83,7 +79,7 @@ def test_a_causal_model_given_no_latency_decodes_in_full_context(tiny_corpus, ca
 def test_streaming_pretrained_prints_partial_and_final_results(tiny_corpus, causal_exp: Path):
     decode("zipformer/streaming_decode.py", tiny_corpus, causal_exp, *CHUNK_FLAGS,
            "--decoding-method", "modified_beam_search", "--beam-size", "4")
-    expected = {cut_id.rsplit("-", 1)[0]: " ".join(eval(text)) for cut_id, text in
+    expected = {cut_id.rsplit("-", 1)[0]: " ".join(words) for cut_id, words in
                 hyps(causal_exp / "streaming" / "modified_beam_search", "recogs-source-*.txt").items()}
     audio = sorted((Path(tiny_corpus["source_test"]).parent / "audio").glob("*.flac"))
     proc = run_script(

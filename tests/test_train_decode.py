@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
+from zipformer.scoring import read_hypotheses
 
 # Every test here starts training, decoding or data-preparation subprocesses.
 pytestmark = pytest.mark.slow
@@ -218,11 +219,7 @@ def test_training_on_a_missing_cut_file_is_one_clear_line(tiny_corpus, tmp_path:
 def test_pretrained_py_transcribes_audio_files_like_decode_py(tiny_corpus, tiny_base_exp: Path):
     decode(tiny_corpus, tiny_base_exp, "--epoch", "2", "--avg", "1", "--use-averaged-model", "0")
     recogs = next((tiny_base_exp / "greedy_search").glob("recogs-source-greedy_search-epoch-2-avg-1-*[0-9].txt"))
-    expected = {}
-    for line in recogs.read_text().splitlines():
-        cut_id, rest = line.split(":\t", 1)
-        if rest.startswith("hyp="):
-            expected[cut_id.rsplit("-", 1)[0]] = " ".join(eval(rest[4:]))
+    expected = {cut_id.rsplit("-", 1)[0]: " ".join(words) for cut_id, words in read_hypotheses(recogs).items()}
     audio = sorted((Path(tiny_corpus["source_test"]).parent / "audio").glob("*.flac"))
     proc = run_script(
         "zipformer/pretrained.py", "--checkpoint", tiny_base_exp / "epoch-2.pt",

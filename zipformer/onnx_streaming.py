@@ -98,18 +98,23 @@ class OnnxStreamingTransducer:
         return encoder_out, new_states
 
     def decode_utterances(self, features: Sequence[np.ndarray]) -> List[List[int]]:
-        """Stream each (T_i, 80) fbank chunk by chunk, all streams as one batch (the longest
-        first, so that the streams still running are a prefix), with greedy search; returns
-        token ids per utterance, in order."""
-        padded = [padded_for_streaming(f, self.decode_chunk_len, self.window) for f in features]
-        order = sorted(range(len(padded)), key=lambda i: -padded[i][1])
-        counts = [padded[i][1] for i in order]
+        """Stream each (T_i, 80) fbank chunk by chunk, with the tail padding, all streams as one
+        batch, with greedy search; returns token ids per utterance, in order."""
+        return self.decode_windows([padded_for_streaming(f, self.decode_chunk_len, self.window) for f in features])
+
+    def decode_windows(self, windowed: Sequence[Tuple[np.ndarray, int]]) -> List[List[int]]:
+        """(frames (T_i, 80), n_i) per utterance -> token ids per utterance, in order: window k of
+        utterance i is frames [k·decode_chunk_len, k·decode_chunk_len + T) for k < n_i, decoded
+        with greedy search, all streams as one batch (the longest first, so that the streams still
+        running are a prefix). No padding here: the caller chose the frames and the count."""
+        order = sorted(range(len(windowed)), key=lambda i: -windowed[i][1])
+        counts = [windowed[i][1] for i in order]
         states = self.init_states(len(order))
         hyps, decoder_out = self.model.initial_hyps(len(order))
         for k in range(max(counts, default=0)):
             active = sum(count > k for count in counts)
             start = k * self.decode_chunk_len
-            x = np.stack([padded[i][0][start : start + self.window] for i in order[:active]])
+            x = np.stack([windowed[i][0][start : start + self.window] for i in order[:active]])
             encoder_out, states = self.run_chunk(x, self.first(states, active))
             for t in range(encoder_out.shape[1]):
                 self.model.greedy_step(encoder_out[:, t], hyps, decoder_out)

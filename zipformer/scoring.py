@@ -1,6 +1,6 @@
 """Scoring and result files of a decoding run, in icefall's formats.
 
-- recogs-*.txt: `store_transcripts`
+- recogs-*.txt: `store_transcripts`, read back by `read_hypotheses`
 - errs-*.txt: `write_error_stats` (and the `[{set}-{key}] %WER ...` log line)
 - wer-summary-*.txt: `write_wer_summary`, and `log_wer_summary` for the log
 - GigaSpeech's scoring normalisation: `normalize_gigaspeech_text`, `normalize_gigaspeech_results`
@@ -11,6 +11,7 @@ WER is 100 * (insertions + deletions + substitutions) / (reference words). When 
 no words at all, it is defined as 0.0 if the hypotheses are empty too, and +inf otherwise (any
 inserted word against nothing is an unbounded error rate), instead of failing on a division by zero.
 """
+import ast
 import logging
 from collections import Counter
 from pathlib import Path
@@ -47,6 +48,16 @@ def store_transcripts(filename: PathLike, results: Sequence[Result]) -> None:
         for cut_id, ref, hyp in _sorted_by_cut_id(results):
             print(f"{cut_id}:\tref={list(ref)}", file=f)
             print(f"{cut_id}:\thyp={list(hyp)}", file=f)
+
+
+def read_hypotheses(filename: PathLike) -> Dict[str, List[str]]:
+    """{cut_id: hypothesis words} of a recogs file written by store_transcripts."""
+    hyps = {}
+    for line in Path(filename).read_text().splitlines():
+        cut_id, rest = line.split(":\t", 1)
+        if rest.startswith("hyp="):
+            hyps[cut_id] = ast.literal_eval(rest[len("hyp="):])
+    return hyps
 
 
 def word_error_rate(num_errors: int, num_ref_words: int) -> float:

@@ -61,13 +61,8 @@ def stream_on_sherpa_frames(model, samples: np.ndarray, sample_rate: int = 16000
 
     silence = np.zeros(int(TAIL_SECONDS * sample_rate), dtype=np.float32)
     features = compute_fbank(np.concatenate((np.asarray(samples, dtype=np.float32), silence)), sample_rate)
-    states = model.init_states(1)
-    hyps, decoder_out = model.model.initial_hyps(1)
-    for start in range(0, features.shape[0] - model.window, model.decode_chunk_len):
-        encoder_out, states = model.run_chunk(features[None, start : start + model.window], states)
-        for t in range(encoder_out.shape[1]):
-            model.model.greedy_step(encoder_out[:, t], hyps, decoder_out)
-    return hyps[0][model.context_size :]
+    count = len(range(0, features.shape[0] - model.window, model.decode_chunk_len))
+    return model.decode_windows([(features, count)])[0]
 
 
 def _pieces(samples: np.ndarray, sample_rate: int, piece_seconds: Optional[float]) -> List[np.ndarray]:
