@@ -10,21 +10,18 @@ Usage:
   ./local/benchmark_decode_memory.py                      # pretrained/base.pt, 200 cuts
   ./local/benchmark_decode_memory.py --num-cuts 400 --max-duration 600
 """
+import argparse
+import os
+import random
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import List, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from typing import List, Tuple  # noqa: E402
-
-import numpy as np  # noqa: E402
-from lhotse import CutSet, LilcomChunkyWriter, MonoCut, SupervisionSegment  # noqa: E402
-from lhotse.features import Features  # noqa: E402
+import numpy as np
+from lhotse import CutSet, LilcomChunkyWriter, MonoCut, SupervisionSegment
+from lhotse.features import Features
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_SHIFT = 0.01

@@ -3,7 +3,7 @@
 
 For N = 1, 3, 10 random tuner-only files (adapters of --size, or LoRA of rank --size) on the base
 model of --base-ckpt, each configuration is loaded in a fresh Python process: either the base once
-with the N tuners stacked (zipformer.domains, as decode.py --tuners loads them) or N separate
+with the N tuners stacked (zipformer.tuners.domains, as decode.py --tuners loads them) or N separate
 tuned models (the base weights in each, as N decode.py processes or N one-domain models would
 hold). The process runs one encoder forward pass per model (a 5 s utterance) so that PyTorch's
 scratch memory is counted, frees what it can, and reports its resident memory (RSS) and the part
@@ -13,26 +13,26 @@ Usage:
   ./local/benchmark_domains.py                                   # adapters of dim 16, pretrained/base.pt
   ./local/benchmark_domains.py --tuner lora --size 8 --domains 1,3,10
 """
+import argparse
+import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from typing import Dict, List  # noqa: E402
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from zipformer.checkpoint import read_model_file  # noqa: E402
-from zipformer.domains import DomainRegistry, load_domains  # noqa: E402
-from zipformer.memory import release_freed_memory, resident_memory_mb  # noqa: E402
-from zipformer.model_args import add_model_arguments  # noqa: E402
-from zipformer.model_args import get_model as get_base_model  # noqa: E402
-from zipformer.tuner import (  # noqa: E402
+from zipformer.checkpoints.checkpoint import read_model_file
+from zipformer.core.errors import UserError, exit_on_user_error
+from zipformer.core.params import AttributeDict
+from zipformer.model.builder import get_model as get_base_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.training.memory import release_freed_memory, resident_memory_mb
+from zipformer.tuners.domains import DomainRegistry, load_domains
+from zipformer.tuners.recipes import get_tuned_model
+from zipformer.tuners.tuner import (
     Tuner,
     base_tensors,
     domains_selected,
@@ -40,10 +40,8 @@ from zipformer.tuner import (  # noqa: E402
     load_with_tuner,
     save_tuner_file,
 )
-from zipformer.tuning import get_tuned_model  # noqa: E402
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer_adapter.adapter import AdapterTuner
+from zipformer_lora.lora import LoraTuner
 
 TUNERS = {"adapters": AdapterTuner(), "lora": LoraTuner()}
 MODES = ("stacked", "separate")

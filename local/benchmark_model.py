@@ -16,25 +16,22 @@ Usage:
   ./local/benchmark_model.py                        # 4 x 10 s, normal and small configuration
   ./local/benchmark_model.py --batch 8 --seconds 15 --runs 5 --threads 2 --configs small
 """
-import sys
-from pathlib import Path
+import argparse
+import os
+import random
+import resource
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Callable, Dict, List, Tuple  # noqa: E402
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from zipformer.model_args import add_model_arguments, get_model  # noqa: E402
-from zipformer.scaling import set_batch_count  # noqa: E402
-from zipformer.utils import AttributeDict, UserError, count_parameters, fail  # noqa: E402
+from zipformer.core.errors import UserError, fail
+from zipformer.core.params import AttributeDict
+from zipformer.model.builder import count_parameters, get_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.model.scaling import set_batch_count
 
 FRAMES_PER_SECOND = 100
 FEATURE_DIM = 80

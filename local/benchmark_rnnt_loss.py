@@ -9,27 +9,23 @@ Usage:
   ./local/benchmark_rnnt_loss.py                       # B=8 T=250 S=40 V=500 s_range=5
   ./local/benchmark_rnnt_loss.py --batch 32 --frames 400 --symbols 80 --runs 5 --threads 2
 """
-import sys
-from pathlib import Path
+import argparse
+import statistics
+import time
+from typing import Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Dict, List  # noqa: E402
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from zipformer.rnnt_loss import (  # noqa: E402
+from zipformer.core.errors import UserError, fail
+from zipformer.loss.rnnt_loss import (
     BACKENDS,
     do_rnnt_pruning,
     get_rnnt_prune_ranges,
     rnnt_loss_pruned,
     rnnt_loss_smoothed,
 )
-from zipformer.utils import UserError, fail  # noqa: E402
+
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

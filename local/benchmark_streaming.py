@@ -5,8 +5,8 @@ A causal model with random weights (compute does not depend on training) of the 
 shape ("small", 3.5M parameters) or icefall's ("normal") is exported with
 zipformer/export-onnx-streaming.py at each --chunk-sizes value, then one stream of --seconds of
 audio is decoded chunk by chunk with greedy search, --threads threads:
-  - PyTorch: zipformer.streaming_decoding.StreamingDecoder (encoder chunk + search);
-  - onnxruntime: zipformer.onnx_streaming.OnnxStreamingTransducer;
+  - PyTorch: zipformer.decoding.streaming_session.StreamingDecoder (encoder chunk + search);
+  - onnxruntime: zipformer.deploy.streaming_inference.OnnxStreamingTransducer;
   - sherpa-onnx: its OnlineRecognizer fed the audio in 0.1 s pieces (features included).
 Prints a markdown table: algorithmic latency (chunk + the encoder's 13 frames of look-ahead, at
 10 ms a frame), compute per chunk (median of --runs decodes / the stream's chunks; sherpa-onnx's
@@ -15,31 +15,28 @@ includes its feature extraction) and the real-time factor.
 Usage:
   ./local/benchmark_streaming.py --out-dir /tmp/latency --config small --chunk-sizes 8,16,32 --threads 1
 """
-import sys
+import argparse
+import os
+import statistics
+import time
 from pathlib import Path
+from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Callable, Dict, List  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from local.benchmark_model import CONFIGS  # noqa: E402
-from zipformer import onnx_export_streaming  # noqa: E402
-from zipformer.model_args import add_model_arguments, get_model  # noqa: E402
-from zipformer.model_config import model_config  # noqa: E402
-from zipformer.onnx_inference import compute_fbank, read_tokens  # noqa: E402
-from zipformer.onnx_streaming import OnnxStreamingTransducer  # noqa: E402
-from zipformer.recipe import DecodingRecipe  # noqa: E402
-from zipformer.sherpa_online import decode_online, online_recognizer  # noqa: E402
-from zipformer.streaming import EMBED_LOOK_AHEAD, TAIL_PAD_FRAMES, num_chunks  # noqa: E402
-from zipformer.streaming_decoding import StreamingDecoder  # noqa: E402
-from zipformer.utils import AttributeDict  # noqa: E402
+from local.benchmark_model import CONFIGS
+from zipformer.checkpoints.config import model_config
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.core.params import AttributeDict
+from zipformer.decoding.streaming_session import StreamingDecoder
+from zipformer.deploy import export_streaming as onnx_export_streaming
+from zipformer.deploy.inference import compute_fbank, read_tokens
+from zipformer.deploy.sherpa_online import decode_online, online_recognizer
+from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
+from zipformer.model.builder import get_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.model.streaming import EMBED_LOOK_AHEAD, TAIL_PAD_FRAMES, num_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16000

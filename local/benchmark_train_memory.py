@@ -22,29 +22,27 @@ Usage:
   ./local/benchmark_train_memory.py                          # 25, 50, 100, 200 s
   ./local/benchmark_train_memory.py --durations 100 --breakdown --threads 2
 """
+import argparse
+import json
+import random
+import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import subprocess  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from typing import Dict, List, Sequence, Tuple  # noqa: E402
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from zipformer.checkpoint import read_checkpoint_metadata  # noqa: E402
-from zipformer.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb  # noqa: E402
-from zipformer.model_args import add_model_arguments, get_model  # noqa: E402
-from zipformer.model_config import apply_model_config  # noqa: E402
-from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs  # noqa: E402
-from zipformer.recipe import ModelRecipe  # noqa: E402
-from zipformer.scaling import set_batch_count  # noqa: E402
-from zipformer.utils import AttributeDict, count_parameters  # noqa: E402
+from zipformer.checkpoints.checkpoint import read_checkpoint_metadata
+from zipformer.checkpoints.config import apply_model_config
+from zipformer.core.params import AttributeDict
+from zipformer.model.builder import count_parameters, get_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.model.recipe import ModelRecipe
+from zipformer.model.scaling import set_batch_count
+from zipformer.training.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb
+from zipformer.training.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 
 FRAMES_PER_SECOND = 100
 FEATURE_DIM = 80

@@ -14,21 +14,17 @@ convolutions start without left context, which training then learns.
 The output carries the configuration of the input with causal=True, so training needs no shape
 flags, and the input's vocabulary fingerprint.
 """
-import sys
+import argparse
+import re
 from pathlib import Path
+from typing import Dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import argparse  # noqa: E402
-import re  # noqa: E402
-from typing import Dict  # noqa: E402
-
-import torch  # noqa: E402
-
-from zipformer.atomic import write_atomically  # noqa: E402
-from zipformer.checkpoint import read_model_file  # noqa: E402
-from zipformer.model_args import is_causal_state_dict  # noqa: E402
-from zipformer.utils import UserError, exit_on_user_error  # noqa: E402
+from zipformer.checkpoints.checkpoint import read_model_file
+from zipformer.core.atomic import write_atomically
+from zipformer.core.errors import UserError, exit_on_user_error
+from zipformer.model.builder import is_causal_state_dict
 
 StateDict = Dict[str, torch.Tensor]
 _CONV = re.compile(r"\.conv_module[12]\.depthwise_conv\.(weight|bias)$")

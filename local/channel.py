@@ -13,7 +13,7 @@ import numpy as np
 
 from local.corpus_config import RoomConfig
 from local.corpus_plan import RenderSpec
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 SAMPLE_RATE = 16000
 TELEPHONE_RATE = 8000

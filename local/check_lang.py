@@ -5,14 +5,11 @@ The target domain keeps the source model's tokens. If the prepared bpe.model dif
 shipped with the base model (e.g. another version of Debian's fortunes text), the shipped one and
 its tokens.txt replace it, with a warning: token ids must match the model.
 """
+import argparse
+import filecmp
+import shutil
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import filecmp  # noqa: E402
-import shutil  # noqa: E402
 
 
 def main() -> None:

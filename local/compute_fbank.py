@@ -12,17 +12,13 @@ Manifests are validated (lhotse + file checks) before any feature is computed. A
 when its cuts file is newer than its manifests. Speed perturbation (x0.9, x1.1, as icefall's
 LibriSpeech recipe) triples the listed parts.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import logging
 import math
 import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import List, Sequence
 
 import torch
@@ -32,7 +28,7 @@ from lhotse.manipulation import combine
 from local.manifest_io import atomic_save, up_to_date
 from local.progress import ProgressLog
 from local.validate import validate_manifests
-from zipformer.utils import UserError, exit_on_user_error
+from zipformer.core.errors import UserError, exit_on_user_error
 
 NUM_MEL_BINS = 80
 SPEED_FACTORS = (0.9, 1.1)

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from zipformer.errors import UserError
+from zipformer.core.errors import UserError
 
 SPLITS = ("train", "dev", "test")
 

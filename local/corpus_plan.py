@@ -19,7 +19,7 @@ from local.corpus_config import (
     RoomConfig,
 )
 from local.text_corpus import Sentence
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,15 @@ its "model", this project's scripts also its configuration (no shape flags neede
 decode.py (--use-averaged-model by default). --dtype float16 halves the file, which is how the
 small base model is shipped in pretrained/ (it is loaded back into float32).
 """
-import sys
+import argparse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import argparse  # noqa: E402
-
-import torch  # noqa: E402
-
-from zipformer.atomic import write_atomically  # noqa: E402
-from zipformer.checkpoint import load_averaged_state_dict  # noqa: E402
-from zipformer.utils import exit_on_user_error, fail, str2bool  # noqa: E402
+from zipformer.checkpoints.checkpoint import load_averaged_state_dict
+from zipformer.core.atomic import write_atomically
+from zipformer.core.errors import exit_on_user_error, fail
+from zipformer.core.flag_types import str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -23,16 +23,12 @@ become words, and an utterance whose text has no spoken form (e.g. "mp3", anothe
 dropped; the log counts every change and every drop, with an example. Audio that is not 16 kHz mono is converted with sox into
 data/{name}_audio/. Existing cut files are not replaced without --overwrite.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import dataclasses
 import logging
 import random
 import subprocess
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
@@ -41,7 +37,7 @@ from local.compute_fbank import compute_fbank_for_manifests
 from local.manifest_io import atomic_save
 from local.spoken_text import NormalizationReport
 from local.validate import check_audio_file, validate_manifests
-from zipformer.utils import UserError, exit_on_user_error
+from zipformer.core.errors import UserError, exit_on_user_error
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph")
 SAMPLE_RATE = 16000

@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Any, Iterable
 
-from zipformer.atomic import write_atomically
+from zipformer.core.atomic import write_atomically
 
 
 def atomic_save(manifest: Any, path: Path) -> None:

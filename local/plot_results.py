@@ -7,22 +7,18 @@
 
 Usage: ./local/plot_results.py --exp-root exp --adapter-dims 8,16,32 --out-dir .
 """
-import sys
+import argparse
+import re
 from pathlib import Path
+from typing import Dict, List, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import re  # noqa: E402
-from typing import Dict, List, Tuple  # noqa: E402
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from local.summarize_run import GREEDY, read_wer  # noqa: E402
-from zipformer.utils import fail  # noqa: E402
+from local.summarize_run import GREEDY, read_wer
+from zipformer.core.errors import fail
 
 VALID_LINE = re.compile(r"Epoch (\d+), validation on (\w+): loss=([\d.]+),")
 

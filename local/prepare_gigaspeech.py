@@ -13,17 +13,13 @@ a download password from the GigaSpeech authors. `preprocess` drops the segments
 writes data/manifests/gigaspeech_cuts_{subset}_raw.jsonl.gz. `fbank` cuts one segment per cut and
 writes data/fbank/cuts_{S,DEV,TEST}.jsonl.gz: the names the adapter recipe reads.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import dataclasses
 import logging
 import os
 import re
 import tempfile
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from lhotse import CutSet, RecordingSet, SupervisionSet
@@ -31,7 +27,7 @@ from lhotse import CutSet, RecordingSet, SupervisionSet
 from local.compute_fbank import compute_features_for_cuts, speed_perturb
 from local.manifest_io import atomic_save, up_to_date
 from local.validate import validate_manifests
-from zipformer.utils import UserError, exit_on_user_error
+from zipformer.core.errors import UserError, exit_on_user_error
 
 SUBSETS = ("S", "DEV", "TEST")
 GARBAGE_TAGS = ("<SIL>", "<MUSIC>", "<NOISE>", "<OTHER>")

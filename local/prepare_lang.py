@@ -10,25 +10,21 @@ supervision of lhotse supervision or cut manifests. Writes {lang-dir}/transcript
 unigram_{V}.model, bpe.model (a copy) and tokens.txt ("symbol id" per line). Ids: <blk>=0,
 <sos/eos>=1, <unk>=2. Skipped when bpe.model and tokens.txt are newer than the input text.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import logging
 import os
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Iterable, List, Sequence
 
 import sentencepiece as spm
-from sentencepiece import sentencepiece_model_pb2
 from lhotse import load_manifest_lazy
+from sentencepiece import sentencepiece_model_pb2
 
 from local.manifest_io import up_to_date
-from zipformer.atomic import atomic_write_text
-from zipformer.utils import UserError, exit_on_user_error
+from zipformer.core.atomic import atomic_write_text
+from zipformer.core.errors import UserError, exit_on_user_error
 
 SPECIAL_SYMBOLS = ("<blk>", "<sos/eos>")
 UNK = "<unk>"

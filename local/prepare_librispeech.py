@@ -12,23 +12,19 @@ already prepared. Features come from ./local/compute_fbank.py --dataset librispe
 perturbation on the train parts). `shuffle` writes librispeech_cuts_train-all-shuf.jsonl.gz, the
 shuffled concatenation of every librispeech_cuts_train-*.jsonl.gz.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import gzip
 import logging
 import os
 import random
 import tempfile
+from pathlib import Path
 from typing import List, Sequence
 
 from local.manifest_io import up_to_date
 from local.validate import check_audio_file
-from zipformer.atomic import write_atomically
-from zipformer.utils import UserError, exit_on_user_error
+from zipformer.core.atomic import write_atomically
+from zipformer.core.errors import UserError, exit_on_user_error
 
 FULL_PARTS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
 MINI_PARTS = ("dev-clean-2", "train-clean-5")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything the recipe needs on a fresh machine, idempotently:
 #   1. Debian packages: the offline TTS engines and sox used by the embedded corpus;
-#   2. a virtual environment in .venv with the pinned Python packages.
+#   2. a virtual environment in .venv with the pinned Python packages;
+#   3. this project itself, installed editable (pyproject.toml), so that every script imports
+#      zipformer, zipformer_adapter, zipformer_lora and local from the checkout without path hacks.
 # Re-running it is cheap: each step is skipped when already done.
 set -euo pipefail
 
@@ -34,5 +36,13 @@ if [[ ! -f "$stamp" || $(cat "$stamp") != "$want" ]]; then
   log "installing Python packages from requirements.txt (about a minute)"
   "$venv_dir/bin/pip" install -q --disable-pip-version-check -r "$repo_dir/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
+fi
+project_stamp="$venv_dir/.project.sha256"
+project_want=$(cat "$repo_dir/pyproject.toml" <(echo "$repo_dir") | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$project_stamp" || $(cat "$project_stamp") != "$project_want" ]]; then
+  log "installing this project (editable) into $venv_dir"
+  # No build isolation: setuptools is already in the environment (tensorboard needs it), so this works offline.
+  "$venv_dir/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$repo_dir"
+  echo "$project_want" > "$project_stamp"
 fi
 log "environment ready: $venv_dir"

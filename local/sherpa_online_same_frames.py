@@ -10,26 +10,23 @@ onnxruntime on the very frames sherpa-onnx decodes and compare with sherpa-onnx'
 
 sherpa-onnx computes its own fbank from the audio and pads no tail; streaming_decode.py decodes the
 stored (lhotse) features with 30 frames of tail padding. Here onnxruntime runs the same streaming
-export over sherpa-onnx's frames (zipformer.sherpa_online.stream_on_sherpa_frames): if every
+export over sherpa-onnx's frames (zipformer.deploy.sherpa_online.stream_on_sherpa_frames): if every
 transcript then equals sherpa-onnx's, the runtimes agree and the differences against
 streaming_decode.py come from the features and the tail alone. Prints the count and each
 difference; exits 1 if any.
 """
+import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from lhotse import load_manifest
 
-import argparse  # noqa: E402
-
-import numpy as np  # noqa: E402
-from lhotse import load_manifest  # noqa: E402
-
-from zipformer.onnx_inference import SAMPLE_RATE, read_tokens, tokens_to_text  # noqa: E402
-from zipformer.onnx_streaming import OnnxStreamingTransducer  # noqa: E402
-from zipformer.scoring import read_hypotheses  # noqa: E402
-from zipformer.sherpa_online import stream_on_sherpa_frames  # noqa: E402
-from zipformer.utils import exit_on_user_error  # noqa: E402
+from zipformer.core.errors import exit_on_user_error
+from zipformer.decoding.scoring import read_hypotheses
+from zipformer.deploy.inference import SAMPLE_RATE, read_tokens, tokens_to_text
+from zipformer.deploy.sherpa_online import stream_on_sherpa_frames
+from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -9,21 +9,19 @@ The flags are checked first: the model they describe must load the weights stric
 holds the same weights plus "model_config" and "vocabulary", so decode.py, export-onnx.py,
 pretrained.py and fine-tuning need no shape flags for it, and refuse another BPE model.
 """
-import sys
+import argparse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import argparse  # noqa: E402
-
-import torch  # noqa: E402
-
-from zipformer.atomic import write_atomically  # noqa: E402
-from zipformer.checkpoint import load_model_state_dict, read_checkpoint_file  # noqa: E402
-from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, get_model  # noqa: E402
-from zipformer.model_config import model_config  # noqa: E402
-from zipformer.utils import AttributeDict, UserError, exit_on_user_error  # noqa: E402
-from zipformer.vocabulary import bpe_vocabulary, load_bpe_model  # noqa: E402
+from zipformer.checkpoints.checkpoint import load_model_state_dict, read_checkpoint_file
+from zipformer.checkpoints.config import model_config
+from zipformer.checkpoints.vocabulary import bpe_vocabulary, load_bpe_model
+from zipformer.core.atomic import write_atomically
+from zipformer.core.errors import UserError, exit_on_user_error
+from zipformer.core.params import AttributeDict
+from zipformer.model.builder import get_model
+from zipformer.model.flags import MODEL_CONFIG_KEYS, add_model_arguments
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -11,16 +11,13 @@ size (C frames of 50 Hz are 20·C ms of audio; the encoder looks 13 feature fram
 the chunk) and each test set's WER with its change against full context. Extra arguments go to
 both scripts (e.g. --use-adapters 1 for zipformer_adapter/, --num-threads 2).
 """
+import argparse
+import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import subprocess  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
-
-from zipformer.streaming import EMBED_LOOK_AHEAD  # noqa: E402
+from zipformer.model.streaming import EMBED_LOOK_AHEAD
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_MS = 10  # one feature frame; the encoder's 50 Hz frames are two of them

@@ -7,17 +7,13 @@ source with none: decode.py --tuners ... --mixed-domains 1), and by the one ONNX
 domain (onnxruntime, fp32 and int8). The mixed decode must give each test set exactly what its own
 domain gives alone: the table says whether the hypotheses are identical.
 """
-import sys
+import argparse
+from datetime import datetime
 from pathlib import Path
+from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-from datetime import datetime  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-from local.summarize_run import GREEDY, fmt, read_wer, same_hyps  # noqa: E402
-from zipformer.atomic import atomic_write_text  # noqa: E402
+from local.summarize_run import GREEDY, fmt, read_wer, same_hyps
+from zipformer.core.atomic import atomic_write_text
 
 TEST_SETS = ("source", "target", "target_b")
 DOMAIN_OF = {"source": "base", "target": "target", "target_b": "target_b"}  # run.sh's --cut-domains

@@ -8,18 +8,14 @@ With --chunk-size and --left-context-frames (`./run.sh --streaming`), also the s
 (streaming/greedy_search/) of the base and the adapters on and off, and sherpa-onnx's online
 recognizer on the streaming export.
 """
-import sys
+import argparse
+import os
+import re
+from datetime import datetime
 from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-from datetime import datetime  # noqa: E402
-from typing import Dict, List, Optional, Tuple  # noqa: E402
-
-from zipformer.atomic import atomic_write_text  # noqa: E402
+from zipformer.core.atomic import atomic_write_text
 
 GREEDY = "greedy_search"
 

@@ -6,23 +6,19 @@ and peak memory of the fine-tune, and the deployed int8 ONNX files (size, onnxru
 factor and WER on the target test set). With --plot FILE it also draws the target test WER against
 the number of trainable parameters.
 """
-import sys
+import argparse
+import re
+from datetime import datetime
 from pathlib import Path
+from typing import List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import re  # noqa: E402
-from datetime import datetime  # noqa: E402
-from typing import List, Optional  # noqa: E402
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from local.summarize_run import fmt, read_wer, training_stats  # noqa: E402
-from zipformer.atomic import atomic_write_text  # noqa: E402
+from local.summarize_run import fmt, read_wer, training_stats
+from zipformer.core.atomic import atomic_write_text
 
 METHODS = {
     "adapter8": ("adapters, dim 8", "-adapters-dim-8", "-adapters-off"),

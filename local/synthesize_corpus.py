@@ -15,11 +15,6 @@ shipped and only the target and the source dev/test sets are needed).
 
 Python API (for tests): synthesize_utterances(texts, out_dir, domain, seed) -> CutSet.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import dataclasses
 import hashlib
@@ -28,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import tempfile
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import soundfile as sf
@@ -39,11 +35,11 @@ from local.compute_fbank import compute_features_for_cuts
 from local.corpus_config import DOMAINS, SPLITS, CorpusConfig, EngineVoices, load_config
 from local.corpus_plan import UtterancePlan, build_speakers, plan_corpus, plan_split
 from local.manifest_io import atomic_save
-from zipformer.atomic import atomic_write_text
 from local.progress import ProgressLog
 from local.text_corpus import Sentence, build_text_pools, normalize_text
 from local.tts import check_tools, synthesize
-from zipformer.utils import UserError, exit_on_user_error
+from zipformer.core.atomic import atomic_write_text
+from zipformer.core.errors import UserError, exit_on_user_error
 
 TEXT_STAMP = ".text_config.json"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 MIN_WORDS, MAX_WORDS = 4, 20

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 # The executable each engine needs and the Debian package that provides it.
 ENGINE_TOOLS = {"espeak-ng": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"), "festival": ("text2wave", "festival")}

@@ -12,7 +12,7 @@ import soundfile as sf
 from lhotse import RecordingSet, SupervisionSet
 from lhotse.qa import validate_recordings_and_supervisions
 
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 
 def _first(items: Iterable[str], n: int = 3) -> str:

@@ -1,4 +1,4 @@
-"""Shared test setup: import paths, a tiny synthesized corpus, a tiny model and a script runner."""
+"""Shared test setup: a tiny synthesized corpus, a tiny model and a script runner."""
 import os
 import subprocess
 import sys
@@ -11,7 +11,6 @@ import torch
 REPO_DIR = Path(__file__).resolve().parents[1]
 # Reference facts the tests compare with: k2's loss values, icefall's state_dict key lists.
 TEST_DATA_DIR = Path(__file__).resolve().parent / "data"
-sys.path.insert(0, str(REPO_DIR))
 
 # A Zipformer small enough to train for a few steps in seconds on one CPU core.
 TINY_MODEL_FLAGS = [

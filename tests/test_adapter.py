@@ -4,13 +4,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.checkpoint import LoadedWeights
-from zipformer.training import get_parser as training_parser
-from zipformer.utils import AttributeDict, UserError
-from zipformer.tuner import base_fingerprint, freeze_all_but_tuner, load_tuner_file, tuner_disabled
-from zipformer.tuning import TunerDecodingRecipe, TunerTrainingRecipe, default_cuts, get_tuned_model
+from zipformer.checkpoints.checkpoint import LoadedWeights
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.training.trainer import get_parser as training_parser
+from zipformer.tuners.recipes import TunerDecodingRecipe, TunerTrainingRecipe, default_cuts, get_tuned_model
+from zipformer.tuners.tuner import base_fingerprint, freeze_all_but_tuner, load_tuner_file, tuner_disabled
 from zipformer_adapter.adapter import AdapterModule, AdapterTuner, is_adapter_key
+
+from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 
 TUNER = AdapterTuner()
 

@@ -1,4 +1,4 @@
-"""Tests for zipformer/asr_datamodule.py on tiny cut sets with random precomputed features (no audio)."""
+"""Tests for zipformer/data/asr_datamodule.py on tiny cut sets with random precomputed features (no audio)."""
 import argparse
 import gzip
 import logging
@@ -19,8 +19,8 @@ from lhotse import (
     SupervisionSegment,
 )
 
-from zipformer.asr_datamodule import AsrDataModule, filter_cuts, load_cuts, parse_named_paths, _WorkerSeeder
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
+from zipformer.data.asr_datamodule import AsrDataModule, _WorkerSeeder, filter_cuts, load_cuts, parse_named_paths
 
 FRAME_SHIFT = 0.01
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zipformer.atomic import TEMP_PREFIX, atomic_open, remove_stale_temp_files, temp_path, write_atomically
+from zipformer.core.atomic import TEMP_PREFIX, atomic_open, remove_stale_temp_files, temp_path, write_atomically
 
 
 def test_atomic_open_leaves_old_file_on_failure(tmp_path: Path) -> None:

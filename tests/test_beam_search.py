@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.beam_search import (
+from zipformer.decoding.beam_search import (
     beam_search,
     best_tokens,
     greedy_search,
@@ -22,8 +22,8 @@ from zipformer.beam_search import (
     modified_beam_search,
     modified_beam_search_continue,
 )
-from zipformer.decoder import Decoder
-from zipformer.joiner import Joiner
+from zipformer.model.decoder import Decoder
+from zipformer.model.joiner import Joiner
 
 BLANK = 0
 NEG = -30.0  # a logit for "never": probability about e^-30

@@ -6,12 +6,14 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_DIR, TINY_MODEL_FLAGS
 from local.causal_warm_start import causal_state_dict
-from zipformer.checkpoint import read_model_file
-from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments, get_model
-from zipformer.model_config import model_config
-from zipformer.utils import AttributeDict
+from zipformer.checkpoints.checkpoint import read_model_file
+from zipformer.checkpoints.config import model_config
+from zipformer.core.params import AttributeDict
+from zipformer.model.builder import get_model
+from zipformer.model.flags import MODEL_CONFIG_KEYS, add_model_arguments
+
+from conftest import REPO_DIR, TINY_MODEL_FLAGS
 
 
 def tiny_model(causal: bool) -> torch.nn.Module:

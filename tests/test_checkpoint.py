@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.checkpoint import (
+from zipformer.checkpoints.checkpoint import (
     average_checkpoints,
     average_checkpoints_with_averaged_model,
     copy_checkpoint,
@@ -24,9 +24,10 @@ from zipformer.checkpoint import (
     strip_ddp_prefix,
     update_averaged_model,
 )
-from zipformer.grad_scale import create_grad_scaler
-from zipformer.optim import Eden, ScaledAdam
-from zipformer.utils import AttributeDict, UserError
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.training.grad_scale import create_grad_scaler
+from zipformer.training.optim import Eden, ScaledAdam
 
 
 class _Tiny(nn.Module):
@@ -478,7 +479,7 @@ def test_decode_mode_names_a_missing_start_file(exp_dir: Path) -> None:
 
 
 def test_a_save_that_does_not_fit_keeps_the_old_file_and_says_how_much_was_needed(tmp_path: Path, monkeypatch):
-    import zipformer.checkpoint as checkpoint_module
+    import zipformer.checkpoints.checkpoint as checkpoint_module
 
     path = tmp_path / "epoch-1.pt"
     save_checkpoint(path, _Tiny())

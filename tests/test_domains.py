@@ -11,26 +11,34 @@ import onnx
 import pytest
 import torch
 from lhotse import CutSet
-
-from conftest import REPO_DIR, TINY_MODEL_FLAGS, data_flags, run_script
 from test_onnx_export import load_script, restored_root_logging, run_main
-from zipformer.beam_search import greedy_search_batch, modified_beam_search
-from zipformer.domain_names import domain_index, parse_tuners
-from zipformer.domains import DomainRegistry, DomainsRecipe, load_domains
-from zipformer.model_args import add_model_arguments
-from zipformer.model_args import get_model as get_base_model
-from zipformer import onnx_decode
-from zipformer.model_config import flags_given, model_config
-from zipformer.onnx_export import read_metadata
-from zipformer.onnx_inference import OnnxTransducer, pad_features, read_tokens
+
+from zipformer.checkpoints.config import flags_given, model_config
+from zipformer.checkpoints.vocabulary import tokens_vocabulary
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.data.domain_names import domain_index, parse_tuners
+from zipformer.decoding.beam_search import greedy_search_batch, modified_beam_search
+from zipformer.deploy import onnx_decoding as onnx_decode
+from zipformer.deploy.export import read_metadata
+from zipformer.deploy.inference import OnnxTransducer, pad_features, read_tokens
+from zipformer.model.builder import get_model as get_base_model
+from zipformer.model.flags import add_model_arguments
 from zipformer.onnx_pretrained import transcribe as onnx_transcribe
-from zipformer.tuner import base_tensors, domains_selected, save_tuner_file
-from zipformer.tuning import TunerDecodingRecipe, decode_domains, get_decode_parser, get_pretrained_parser, get_tuned_model
-from zipformer.tuning import transcribe as tuner_transcribe
-from zipformer.utils import AttributeDict, UserError
-from zipformer.vocabulary import tokens_vocabulary
+from zipformer.tuners.domains import DomainRegistry, DomainsRecipe, load_domains
+from zipformer.tuners.recipes import (
+    TunerDecodingRecipe,
+    decode_domains,
+    get_decode_parser,
+    get_pretrained_parser,
+    get_tuned_model,
+)
+from zipformer.tuners.recipes import transcribe as tuner_transcribe
+from zipformer.tuners.tuner import base_tensors, domains_selected, save_tuner_file
 from zipformer_adapter.adapter import AdapterTuner
 from zipformer_lora.lora import LoraTuner
+
+from conftest import REPO_DIR, TINY_MODEL_FLAGS, data_flags, run_script
 
 LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
 SYMBOLS = ["<blk>", "<sos/eos>", "<unk>", "\u2581"] + LETTERS + ["\u2581" + c for c in LETTERS[:10]]

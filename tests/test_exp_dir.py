@@ -1,4 +1,4 @@
-"""zipformer/exp_dir.py: an --exp-dir is writable, locked by one training at a time, and cleaned of dead runs' temp files."""
+"""zipformer/core/exp_dir.py: an --exp-dir is writable, locked by one training at a time, and cleaned of dead runs' temp files."""
 import socket
 import subprocess
 import sys
@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import zipformer.exp_dir as exp_dir_module
+import zipformer.core.exp_dir as exp_dir_module
+from zipformer.core.errors import UserError
+from zipformer.core.exp_dir import LOCK_NAME, check_writable, claim_exp_dir
+
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.exp_dir import LOCK_NAME, check_writable, claim_exp_dir
-from zipformer.utils import UserError
 
 
 def dead_pid() -> int:

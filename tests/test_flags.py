@@ -3,8 +3,8 @@ import argparse
 
 import pytest
 
-from zipformer.training import TrainingRecipe, get_parser
-from zipformer.utils import AttributeDict
+from zipformer.core.params import AttributeDict
+from zipformer.training.trainer import TrainingRecipe, get_parser
 
 
 @pytest.mark.parametrize(
@@ -32,27 +32,27 @@ def test_bad_numeric_training_flags_fail_at_parse_time(flag: str, value: str, me
 
 
 def _decode_parser() -> argparse.ArgumentParser:
-    from zipformer.decoding import get_parser as decoding_parser
-    from zipformer.recipe import DecodingRecipe
+    from zipformer.checkpoints.loader import DecodingRecipe
+    from zipformer.decoding.session import get_parser as decoding_parser
 
     return decoding_parser(DecodingRecipe())
 
 
 def _streaming_decode_parser() -> argparse.ArgumentParser:
-    from zipformer.recipe import DecodingRecipe
-    from zipformer.streaming_decoding import get_parser as streaming_parser
+    from zipformer.checkpoints.loader import DecodingRecipe
+    from zipformer.decoding.streaming_session import get_parser as streaming_parser
 
     return streaming_parser(DecodingRecipe())
 
 
 def _pretrained_parser() -> argparse.ArgumentParser:
-    from zipformer.pretrained import get_parser as pretrained_parser
+    from zipformer.decoding.transcribe import get_parser as pretrained_parser
 
     return pretrained_parser()
 
 
 def _onnx_decode_parser() -> argparse.ArgumentParser:
-    from zipformer.onnx_decode import get_parser as onnx_decode_parser
+    from zipformer.deploy.onnx_decoding import get_parser as onnx_decode_parser
 
     return onnx_decode_parser()
 
@@ -64,15 +64,15 @@ def _onnx_pretrained_parser() -> argparse.ArgumentParser:
 
 
 def _tuner_merge_parser() -> argparse.ArgumentParser:
-    from zipformer.tuning import get_merge_parser
+    from zipformer.tuners.recipes import get_merge_parser
     from zipformer_lora.lora import LoraTuner
 
     return get_merge_parser(LoraTuner())
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    from zipformer.onnx_export import get_parser as export_parser
-    from zipformer.recipe import DecodingRecipe
+    from zipformer.checkpoints.loader import DecodingRecipe
+    from zipformer.deploy.export import get_parser as export_parser
 
     return export_parser(DecodingRecipe())
 
@@ -127,10 +127,11 @@ def test_good_numeric_flags_parse():
 
 
 def test_adapter_dim_without_adapters_warns(caplog):
-    from conftest import TINY_MODEL_FLAGS
-    from zipformer.model_args import add_model_arguments
-    from zipformer.tuning import get_tuned_model
+    from zipformer.model.flags import add_model_arguments
+    from zipformer.tuners.recipes import get_tuned_model
     from zipformer_adapter.adapter import AdapterTuner
+
+    from conftest import TINY_MODEL_FLAGS
 
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)

@@ -5,12 +5,13 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.training import get_parser as training_parser
-from zipformer.tuner import base_tensors, load_tuner_file, tuner_disabled
-from zipformer.tuning import TunerTrainingRecipe, get_tuned_model
-from zipformer.utils import AttributeDict
+from zipformer.core.params import AttributeDict
+from zipformer.training.trainer import get_parser as training_parser
+from zipformer.tuners.recipes import TunerTrainingRecipe, get_tuned_model
+from zipformer.tuners.tuner import base_tensors, load_tuner_file, tuner_disabled
 from zipformer_lora.lora import LORA_TARGETS, LoraTuner, merge_lora
+
+from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 
 TUNER = LoraTuner()
 

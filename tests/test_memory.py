@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from zipformer.training.memory import release_freed_memory, resident_memory_mb
+
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.memory import release_freed_memory, resident_memory_mb
 
 
 def test_release_freed_memory_gives_the_freed_heap_back():

@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.checkpoint import strip_ddp_prefix
-from zipformer.model import pad_token_ids, warmup_loss_scales
-from zipformer.model_args import add_model_arguments, get_model, model_shape
-from zipformer.scaling import (
+from zipformer.checkpoints.checkpoint import strip_ddp_prefix
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.model.builder import get_model, model_shape
+from zipformer.model.flags import add_model_arguments
+from zipformer.model.model import pad_token_ids, warmup_loss_scales
+from zipformer.model.scaling import (
     ActivationDropoutAndLinear,
     Balancer,
     BiasNorm,
@@ -26,9 +29,8 @@ from zipformer.scaling import (
     set_batch_count,
     whitening_metric,
 )
-from zipformer.subsampling import ConvNeXt, make_pad_mask
-from zipformer.utils import AttributeDict, UserError
-from zipformer.zipformer import (
+from zipformer.model.subsampling import ConvNeXt, make_pad_mask
+from zipformer.model.zipformer import (
     CompactRelPositionalEncoding,
     ConvolutionModule,
     RelPositionMultiheadAttentionWeights,

@@ -3,10 +3,11 @@ import argparse
 
 import pytest
 
-from zipformer.model_args import MODEL_CONFIG_KEYS, add_model_arguments
-from zipformer.model_config import apply_model_config, flags_given, model_config
-from zipformer.utils import AttributeDict, UserError
-from zipformer.vocabulary import check_vocabulary, tokens_vocabulary, vocabulary_of
+from zipformer.checkpoints.config import apply_model_config, flags_given, model_config
+from zipformer.checkpoints.vocabulary import check_vocabulary, tokens_vocabulary, vocabulary_of
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.model.flags import MODEL_CONFIG_KEYS, add_model_arguments
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from lhotse import CutSet
 from lhotse.testing.dummies import dummy_cut
-
 from test_asr_datamodule import BASE_FLAGS, batch_ids, epoch_ids, make_cuts, write_cuts
-from zipformer.asr_datamodule import AsrDataModule
-from zipformer.mux import MuxedCuts
-from zipformer.recipe import ModelRecipe
-from zipformer.training import TrainingRecipe, get_parser
-from zipformer.utils import UserError
+
+from zipformer.core.errors import UserError
+from zipformer.data.asr_datamodule import AsrDataModule
+from zipformer.data.mux import MuxedCuts
+from zipformer.model.recipe import ModelRecipe
+from zipformer.training.trainer import TrainingRecipe, get_parser
 
 
 def cuts(prefix: str, n: int) -> CutSet:

@@ -1,4 +1,4 @@
-"""ONNX export (zipformer/onnx_export.py and both export-onnx.py scripts), decoding the exported files
+"""ONNX export (zipformer/deploy/export.py and both export-onnx.py scripts), decoding the exported files
 with onnxruntime (onnx_inference, onnx_pretrained.py, onnx_decode.py) and with sherpa-onnx.
 
 One tiny model with random weights (adapters of dim 8 made non-trivial, the joiner biased away from
@@ -21,15 +21,15 @@ import onnx
 import pytest
 import torch
 
-from conftest import run_script
-from zipformer.beam_search import greedy_search_batch
-from zipformer.checkpoint import load_averaged_state_dict, tensors_fingerprint
-from zipformer.model_args import add_model_arguments
-from zipformer.model_args import get_model as get_base_model
-from zipformer.model_config import model_config
-from zipformer.onnx_export import OnnxDecoder, OnnxEncoder, OnnxJoiner, read_metadata
-from zipformer.recipe import DecodingRecipe
-from zipformer.onnx_inference import (
+from zipformer.checkpoints.checkpoint import load_averaged_state_dict, tensors_fingerprint
+from zipformer.checkpoints.config import model_config
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.checkpoints.vocabulary import tokens_vocabulary
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.decoding.beam_search import greedy_search_batch
+from zipformer.deploy.export import OnnxDecoder, OnnxEncoder, OnnxJoiner, read_metadata
+from zipformer.deploy.inference import (
     LOG_EPS,
     OnnxTransducer,
     compute_fbank,
@@ -38,11 +38,13 @@ from zipformer.onnx_inference import (
     read_wave,
     tokens_to_text,
 )
-from zipformer.utils import AttributeDict, UserError
-from zipformer.vocabulary import tokens_vocabulary
-from zipformer.tuner import base_fingerprint, save_tuner_file, tuner_disabled, tuner_tensors
-from zipformer.tuning import TunerDecodingRecipe, get_tuned_model
+from zipformer.model.builder import get_model as get_base_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.tuners.recipes import TunerDecodingRecipe, get_tuned_model
+from zipformer.tuners.tuner import base_fingerprint, save_tuner_file, tuner_disabled, tuner_tensors
 from zipformer_adapter.adapter import AdapterTuner
+
+from conftest import run_script
 
 TUNER = AdapterTuner()
 
@@ -590,7 +592,7 @@ def test_a_truncated_onnx_file_is_one_clear_line(exported, tiny, utterances, tmp
 
 
 def test_an_export_stopped_between_fp32_and_int8_leaves_no_onnx_file(tiny, tmp_path, monkeypatch):
-    import zipformer.onnx_export as onnx_export
+    import zipformer.deploy.export as onnx_export
 
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()

@@ -1,6 +1,6 @@
-"""Streaming ONNX export (zipformer/onnx_export_streaming.py and the export-onnx-streaming.py scripts
+"""Streaming ONNX export (zipformer/deploy/export_streaming.py and the export-onnx-streaming.py scripts
 of the base, adapter and LoRA recipes) and chunk-by-chunk decoding of the files with onnxruntime
-(zipformer/onnx_streaming.py, onnx_pretrained-streaming.py).
+(zipformer/deploy/streaming_inference.py, onnx_pretrained-streaming.py).
 
 A tiny causal model with random weights (non-trivial chunk scales, biases and adapters of dim 4,
 the joiner biased away from <unk>) is exported by the scripts, run in this process; most tests
@@ -17,13 +17,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from conftest import TINY_MODEL_FLAGS, run_script
 from test_onnx_export import run_main, write_tokens
-from zipformer.model_args import add_model_arguments, get_model
-from zipformer.model_config import model_config
-from zipformer.onnx_export import export_encoder
-from zipformer.onnx_export_streaming import (
+
+from zipformer.checkpoints.config import model_config
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.checkpoints.vocabulary import tokens_vocabulary
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.decoding.streaming_session import StreamingDecoder
+from zipformer.deploy.export import export_encoder
+from zipformer.deploy.export_streaming import (
     LAYER_STATE_NAMES,
     OnnxStreamingEncoder,
     onnx_init_states,
@@ -31,15 +34,15 @@ from zipformer.onnx_export_streaming import (
     streaming_differences,
     streaming_metadata,
 )
-from zipformer.onnx_inference import read_tokens, tokens_to_text
-from zipformer.onnx_streaming import OnnxStreamingTransducer
-from zipformer.recipe import DecodingRecipe
-from zipformer.streaming_decoding import StreamingDecoder
-from zipformer.tuning import TunerDecodingRecipe, get_tuned_model
-from zipformer.utils import AttributeDict, UserError
-from zipformer.vocabulary import tokens_vocabulary
+from zipformer.deploy.inference import read_tokens, tokens_to_text
+from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
+from zipformer.model.builder import get_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.tuners.recipes import TunerDecodingRecipe, get_tuned_model
 from zipformer_adapter.adapter import AdapterTuner
 from zipformer_lora.lora import LoraTuner
+
+from conftest import TINY_MODEL_FLAGS, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_EXPORT = REPO / "zipformer" / "export-onnx-streaming.py"
@@ -317,7 +320,7 @@ def test_onnx_pretrained_streaming_prints_the_streaming_transcripts(tiny, tmp_pa
         path = tmp_path / f"{i}.wav"
         sf.write(path, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
         audio.append(path)
-    from zipformer.onnx_inference import compute_fbank, read_wave
+    from zipformer.deploy.inference import compute_fbank, read_wave
 
     model = session(tiny.adapted)
     table = read_tokens(tiny.tokens)

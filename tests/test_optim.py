@@ -8,13 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.grad_scale import (
-    GradScaleStatus,
-    GradScaleTooSmallError,
-    adjust_grad_scale,
-    create_grad_scaler,
-)
-from zipformer.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
+from zipformer.training.grad_scale import GradScaleStatus, GradScaleTooSmallError, adjust_grad_scale, create_grad_scaler
+from zipformer.training.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 
 
 def _rms(t: torch.Tensor) -> float:

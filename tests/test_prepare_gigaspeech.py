@@ -18,7 +18,7 @@ from local.prepare_gigaspeech import (
     raw_cuts_path,
 )
 from local.synthesize_corpus import synthesize_utterances
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 SEGMENTS = [  # (GigaSpeech text, cleaned text or None when the segment is dropped)
     ("THE RAIN IN SPAIN <COMMA> FALLS MAINLY ON THE PLAIN <PERIOD>", "THE RAIN IN SPAIN FALLS MAINLY ON THE PLAIN"),

@@ -9,7 +9,7 @@ from lhotse import SupervisionSegment, SupervisionSet
 
 from local.prepare_lang import read_manifest_texts, read_text_lines, train_bpe
 from local.text_corpus import FORTUNES_DIR, sentences_from_file
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from local.compute_fbank import compute_fbank_for_manifests
 from local.prepare_lang import read_manifest_texts, train_bpe
 from local.prepare_librispeech import SHUFFLED_TRAIN, prepare_manifests, shuffle_train_cuts
 from local.synthesize_corpus import synthesize_utterances
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 SENTENCES = {
     "train-clean-100": ["The rain in Spain falls mainly on the plain.", "A stitch in time saves nine stitches.", "All that glitters is not gold, my friend."],

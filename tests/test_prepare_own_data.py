@@ -13,7 +13,7 @@ from lhotse import RecordingSet, SupervisionSet, load_manifest
 from local.import_own_data import from_audio_dir, from_cuts, from_kaldi_dir, import_data
 from local.synthesize_corpus import synthesize_utterances
 from local.validate import validate_manifests
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [

@@ -18,7 +18,7 @@ from local.synthesize_corpus import (
 )
 from local.text_corpus import FORTUNES_DIR
 from local.tts import synthesize
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

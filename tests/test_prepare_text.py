@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from local.corpus_config import DEFAULT_SIZES, DOMAINS, QUICK_SIZES, RoomConfig, load_config
+from local.synthesize_corpus import prepare_text, read_text_pools, split_stamp
 from local.text_corpus import (
     FORTUNES_DIR,
     build_text_pools,
@@ -15,8 +16,7 @@ from local.text_corpus import (
     normalize_text,
     sentences_from_file,
 )
-from local.synthesize_corpus import prepare_text, read_text_pools, split_stamp
-from zipformer.utils import UserError
+from zipformer.core.errors import UserError
 
 needs_fortunes = pytest.mark.skipif(
     not (FORTUNES_DIR / "wisdom").is_file(), reason="Debian fortunes not installed (run ./local/setup.sh)"

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import pytest
 import torch
 
-from zipformer.rnnt_loss import (
+from zipformer.loss.rnnt_loss import (
     do_rnnt_pruning,
     get_rnnt_logprobs_smoothed,
     get_rnnt_prune_ranges,

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from zipformer.scoring import (
+from zipformer.decoding.scoring import (
     log_wer_summary,
     normalize_gigaspeech_results,
     normalize_gigaspeech_text,

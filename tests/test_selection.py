@@ -3,10 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import data_flags, run_script
 from test_adapter import base_ckpt, decode_adapters, finetune, hyps_of  # noqa: F401 (base_ckpt: a fixture)
-from zipformer.selection import (
+
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.tuners.recipes import TunerDecodingRecipe
+from zipformer.tuners.selection import (
     SELECTION_FILE,
     Candidate,
     apply_selection,
@@ -17,9 +19,9 @@ from zipformer.selection import (
     read_selection,
     write_selection,
 )
-from zipformer.tuning import TunerDecodingRecipe
-from zipformer.utils import AttributeDict, UserError
 from zipformer_adapter.adapter import AdapterTuner
+
+from conftest import data_flags, run_script
 
 BASE_SOURCE = 30.0
 

@@ -17,19 +17,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 from test_streaming_decode import CHECKPOINT_FLAGS, CHUNK_FLAGS, decode, hyps
 
-from zipformer.beam_search import greedy_search_continue, initial_hyp
-from zipformer.model_args import add_model_arguments, get_model
-from zipformer.onnx_inference import compute_fbank, read_tokens, tokens_to_text
-from zipformer.onnx_streaming import OnnxStreamingTransducer
-from zipformer.sherpa_online import TAIL_SECONDS, stream_on_sherpa_frames
-from zipformer.streaming import EMBED_LOOK_AHEAD, get_init_states, streaming_forward
-from zipformer.tuning import get_tuned_model
-from zipformer.utils import AttributeDict
+from zipformer.core.params import AttributeDict
+from zipformer.decoding.beam_search import greedy_search_continue, initial_hyp
+from zipformer.deploy.inference import compute_fbank, read_tokens, tokens_to_text
+from zipformer.deploy.sherpa_online import TAIL_SECONDS, stream_on_sherpa_frames
+from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
+from zipformer.model.builder import get_model
+from zipformer.model.flags import add_model_arguments
+from zipformer.model.streaming import EMBED_LOOK_AHEAD, get_init_states, streaming_forward
+from zipformer.tuners.recipes import get_tuned_model
 from zipformer_adapter.adapter import AdapterTuner
+
+from conftest import TINY_MODEL_FLAGS, data_flags, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +45,8 @@ README_SUFFIX = "epoch-6-avg-1-chunk-16-left-128"
 SHERPA_ONLINE = """
 import json, sys
 import soundfile
-sys.path.insert(0, sys.argv[1])
 from zipformer.sherpa_online import decode_online, online_recognizer
-encoder, decoder, joiner, tokens, *audio, piece_seconds = sys.argv[2:]
+encoder, decoder, joiner, tokens, *audio, piece_seconds = sys.argv[1:]
 recognizer = online_recognizer(encoder, decoder, joiner, tokens, num_threads=1)
 waves = []
 for path in audio:
@@ -90,7 +90,7 @@ def sherpa_online(files: Dict[str, Path], tokens: Path, audio: List[Path], int8:
     kind = ".int8" if int8 else ""
     models = [str(files[f"{name}{kind}"]) for name in ("encoder", "decoder", "joiner")]
     result = subprocess.run(
-        [sys.executable, "-c", SHERPA_ONLINE, str(REPO), *models, str(tokens), *map(str, audio), str(PIECE_SECONDS)],
+        [sys.executable, "-c", SHERPA_ONLINE, *models, str(tokens), *map(str, audio), str(PIECE_SECONDS)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, f"sherpa-onnx failed ({result.returncode}): {result.stderr[-2000:]}"

@@ -8,16 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_MODEL_FLAGS
-from zipformer.chunk_causal import (
-    ChunkCausalDepthwiseConv1d,
-    chunk_attention_mask,
-    sample_chunk_config,
-)
-from zipformer.beam_search import greedy_search_batch
-from zipformer.model_args import add_model_arguments, check_causal, get_model
-from zipformer.decoding import decode_batch
-from zipformer.streaming import (
+from zipformer.core.errors import UserError
+from zipformer.core.params import AttributeDict
+from zipformer.decoding.beam_search import greedy_search_batch
+from zipformer.decoding.session import decode_batch
+from zipformer.decoding.streaming_session import StreamingDecoder, check_streaming_flags
+from zipformer.model.builder import check_causal, get_model
+from zipformer.model.chunk_causal import ChunkCausalDepthwiseConv1d, chunk_attention_mask, sample_chunk_config
+from zipformer.model.flags import add_model_arguments
+from zipformer.model.streaming import (
     TAIL_PAD_FRAMES,
     append_tail_padding,
     cache_padding_mask,
@@ -27,10 +26,10 @@ from zipformer.streaming import (
     streaming_forward,
     unstack_states,
 )
-from zipformer.streaming_decoding import StreamingDecoder, check_streaming_flags
-from zipformer.utils import AttributeDict, UserError
-from zipformer.tuner import tuner_disabled
+from zipformer.tuners.tuner import tuner_disabled
 from zipformer_adapter.adapter import AdapterTuner, add_adapters
+
+from conftest import TINY_MODEL_FLAGS
 
 # The tiny model's largest convolution context is (5 // 2) · 8 = 16 frames (stack 3).
 TINY_CONV_CONTEXT = 16
@@ -333,7 +332,7 @@ def test_causal_mismatch_between_checkpoint_and_flags_names_the_flag():
 
 
 # ---------------------------------------------------------------------------------------------
-# Real streaming decoding (zipformer/streaming_decoding.py) against simulated streaming
+# Real streaming decoding (zipformer/decoding/streaming_session.py) against simulated streaming
 # ---------------------------------------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ from typing import Dict, List
 import pytest
 import torch
 
+from zipformer.decoding.scoring import read_hypotheses
+
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.scoring import read_hypotheses
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from zipformer.decoding.scoring import read_hypotheses
+
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script
-from zipformer.scoring import read_hypotheses
 
 # Every test here starts training, decoding or data-preparation subprocesses.
 pytestmark = pytest.mark.slow
@@ -198,6 +199,7 @@ def test_decode_bad_input_is_one_clear_line(tiny_corpus, tiny_base_exp: Path, ex
 def test_decode_with_another_bpe_model_is_refused(tiny_corpus, tiny_base_exp: Path, tmp_path: Path,
                                                   vocab_size, texts, message):
     from local.prepare_lang import train_bpe
+
     from conftest import SOURCE_TEXTS
 
     sentences = SOURCE_TEXTS if texts == "source" else [t[::-1] + " " + t for t in SOURCE_TEXTS]

@@ -9,16 +9,11 @@ Usage:
 
 Writes {exp_dir}/{decoding_method}/{recogs,errs,wer-summary}-{test_set}-{key}-{suffix}.txt and a log.
 """
-import sys
-from pathlib import Path
+import argparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from zipformer.decoding import main  # noqa: E402
-from zipformer.decoding import get_parser as _get_parser  # noqa: E402
-from zipformer.recipe import DecodingRecipe  # noqa: E402
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.decoding.session import get_parser as _get_parser
+from zipformer.decoding.session import main
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -8,16 +8,11 @@ The seed tutorial's "before fine-tuning" command, as written:
 Reads data/fbank/cuts_{DEV,TEST}.jsonl.gz (./prepare.sh --dataset gigaspeech); writes icefall's
 result files into {exp_dir}/{decoding_method}_giga/. Every decode.py flag works here too.
 """
-import sys
-from pathlib import Path
+import argparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from zipformer.decoding import GIGASPEECH_DEFAULTS, main  # noqa: E402
-from zipformer.decoding import get_parser as _get_parser  # noqa: E402
-from zipformer.recipe import DecodingRecipe  # noqa: E402
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.decoding.session import GIGASPEECH_DEFAULTS, main
+from zipformer.decoding.session import get_parser as _get_parser
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -13,16 +13,12 @@ a chunk of C 50 Hz frames is 2C·10 ms of audio. Writes
 them with ./zipformer/onnx_pretrained-streaming.py (wav files), ./zipformer/onnx_decode.py (cut
 sets), or deploy with sherpa-onnx's OnlineRecognizer (see README).
 """
-import sys
+import argparse
 from pathlib import Path
+from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-from zipformer import onnx_export_streaming  # noqa: E402
-from zipformer.recipe import DecodingRecipe  # noqa: E402
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.deploy import export_streaming as onnx_export_streaming
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -9,16 +9,12 @@ Writes {exp_dir}/{encoder,decoder,joiner}-epoch-30-avg-9.onnx and *.int8.onnx. D
 ./zipformer/onnx_pretrained.py (wav files) or ./zipformer/onnx_decode.py (cut sets), or deploy
 with sherpa-onnx (see README).
 """
-import sys
+import argparse
 from pathlib import Path
+from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-from zipformer import onnx_export  # noqa: E402
-from zipformer.recipe import DecodingRecipe  # noqa: E402
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.deploy import export as onnx_export
 
 
 def get_parser() -> argparse.ArgumentParser:

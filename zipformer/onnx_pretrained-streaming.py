@@ -14,24 +14,13 @@ for training), followed by tail padding; the encoder runs one window of T frames
 every decode_chunk_len frames, with its cached states, as sherpa-onnx's online recognizer does.
 Search: greedy, one symbol per frame. Prints one `{file}: {text}` line per file.
 """
-import sys
-from pathlib import Path
+import argparse
+from typing import Dict, List, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-from typing import Dict, List, Sequence  # noqa: E402
-
-from zipformer.onnx_inference import (  # noqa: E402
-    add_file_arguments,
-    compute_fbank,
-    read_tokens,
-    read_wave,
-    tokens_to_text,
-)
-from zipformer.onnx_streaming import OnnxStreamingTransducer  # noqa: E402
-from zipformer.errors import exit_on_user_error  # noqa: E402
-from zipformer.flag_types import int_at_least  # noqa: E402
+from zipformer.core.errors import exit_on_user_error
+from zipformer.core.flag_types import int_at_least
+from zipformer.deploy.inference import add_file_arguments, compute_fbank, read_tokens, read_wave, tokens_to_text
+from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
 
 
 def get_parser() -> argparse.ArgumentParser:

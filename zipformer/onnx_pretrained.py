@@ -15,27 +15,22 @@ Sound files: 16 kHz (the first channel is used). Features: 80-bin fbank computed
 kaldi-native-fbank exactly as for training. Search: batched greedy search, one symbol per frame.
 Prints one `{file}: {text}` line per file.
 """
-import sys
-from pathlib import Path
+import argparse
+from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
-
-from zipformer.domain_names import add_file_domain_arguments, file_domains  # noqa: E402
-
-from zipformer.onnx_inference import (  # noqa: E402
-    add_file_arguments,
+from zipformer.core.errors import UserError, exit_on_user_error
+from zipformer.core.flag_types import int_at_least
+from zipformer.data.domain_names import add_file_domain_arguments, file_domains
+from zipformer.deploy.inference import (
     OnnxTransducer,
+    add_file_arguments,
     compute_fbank,
     pad_features,
     read_tokens,
     read_wave,
     tokens_to_text,
 )
-from zipformer.onnx_streaming import is_streaming  # noqa: E402
-from zipformer.utils import UserError, exit_on_user_error, int_at_least  # noqa: E402
+from zipformer.deploy.streaming_inference import is_streaming
 
 
 def get_parser() -> argparse.ArgumentParser:

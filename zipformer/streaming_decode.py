@@ -11,16 +11,11 @@ Writes {exp_dir}/streaming/{decoding_method}/{recogs,errs,wer-summary}-{test_set
 The same flags with ./zipformer/decode.py give simulated streaming (the full-utterance forward
 with the chunk masks).
 """
-import sys
-from pathlib import Path
+import argparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from zipformer.recipe import DecodingRecipe  # noqa: E402
-from zipformer.streaming_decoding import get_parser as _get_parser  # noqa: E402
-from zipformer.streaming_decoding import main  # noqa: E402
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.decoding.streaming_session import get_parser as _get_parser
+from zipformer.decoding.streaming_session import main
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -12,26 +12,22 @@ All files are streamed together, one chunk of each per step (2·chunk-size featu
 320 ms at --chunk-size 16). A partial line is `name [seconds]: text`; the final results follow,
 as ./zipformer/pretrained.py prints them.
 """
-import sys
-from pathlib import Path
+import argparse
+import logging
+from typing import Dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from typing import Dict  # noqa: E402
-
-from zipformer import pretrained  # noqa: E402
-from zipformer.model_config import flags_given  # noqa: E402
-from zipformer.recipe import DecodingRecipe  # noqa: E402
-from zipformer.streaming_decoding import FRAME_SHIFT, StreamingDecoder, check_streaming_flags  # noqa: E402
-from zipformer.utils import AttributeDict, exit_on_user_error  # noqa: E402
+from zipformer.checkpoints.config import flags_given
+from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.core.errors import exit_on_user_error
+from zipformer.core.params import AttributeDict
+from zipformer.decoding import transcribe as pretrained
+from zipformer.decoding.streaming_session import FRAME_SHIFT, StreamingDecoder, check_streaming_flags
 
 
 def stream_files(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> Dict[str, str]:
     """{file name: final text}, printing partial results chunk by chunk.
 
-    `given`: the flags typed on the command line (zipformer.model_config.flags_given).
+    `given`: the flags typed on the command line (zipformer.checkpoints.config.flags_given).
     """
     params.decoding_method = params.method
     params.num_decode_streams = len(params.sound_files)

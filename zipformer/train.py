@@ -11,16 +11,11 @@ Full fine-tuning of a pretrained model (the reference's lower learning rate):
 Multi-GPU: --world-size N spawns N processes on this machine; under torchrun the same script runs
 one worker per process (several machines). On CPU, DDP uses gloo.
 """
-import sys
-from pathlib import Path
+import argparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from zipformer.model_args import get_model  # noqa: E402,F401  (icefall's train.get_model)
-from zipformer.training import TrainingRecipe, get_params, main  # noqa: E402,F401
-from zipformer.training import get_parser as _get_parser  # noqa: E402
+from zipformer.model.builder import get_model  # noqa: F401  (icefall's train.get_model)
+from zipformer.training.trainer import TrainingRecipe, get_params, main  # noqa: F401
+from zipformer.training.trainer import get_parser as _get_parser
 
 
 def get_parser() -> argparse.ArgumentParser:

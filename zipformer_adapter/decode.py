@@ -14,13 +14,8 @@
   ./zipformer_adapter/decode.py ... --use-adapters 1 --forgetting-report 1
   # GigaSpeech scoring: --gigaspeech-scoring 1 --test-cuts dev=data/fbank/cuts_DEV.jsonl.gz,test=data/fbank/cuts_TEST.jsonl.gz
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import decode_script  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
+from zipformer.tuners.recipes import decode_script
+from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = decode_script(AdapterTuner())
 

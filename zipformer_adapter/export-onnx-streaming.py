@@ -15,13 +15,8 @@ Adapters add no cached state: the inputs, outputs and streaming metadata are the
 the encoder's metadata also records the adapters (use_adapters, adapter_dim, adapter_positions,
 num_adapters, adapter_fingerprint, base_fingerprint). --use-adapters 0 exports the base model.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import streaming_export_script  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
+from zipformer.tuners.recipes import streaming_export_script
+from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = streaming_export_script(AdapterTuner(), "zipformer_adapter/exp")
 

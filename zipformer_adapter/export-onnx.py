@@ -17,13 +17,8 @@ adapter_dim, adapter_positions, num_adapters, adapter_fingerprint and base_finge
 with an int64 input `domain` (N,), for onnxruntime (sherpa-onnx has no such input):
 {encoder,decoder,joiner}-domains-a-b.onnx.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import export_script  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
+from zipformer.tuners.recipes import export_script
+from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = export_script(AdapterTuner(), "zipformer_adapter/exp")
 

@@ -8,13 +8,8 @@ Several domains on one base: --checkpoint pretrained.pt --tuners a=adapter-a.pt,
 --domains a,b,base x.wav y.wav z.wav (or one --domain for all). Everything else is as in
 ./zipformer/pretrained.py.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import pretrained_script  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
+from zipformer.tuners.recipes import pretrained_script
+from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = pretrained_script(AdapterTuner())
 

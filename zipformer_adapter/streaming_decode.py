@@ -8,17 +8,12 @@
 
 zipformer/streaming_decode.py's decoding with the adapter tuner's model loading.
 """
-import sys
-from pathlib import Path
+import argparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from zipformer.streaming_decoding import get_parser as _get_parser  # noqa: E402
-from zipformer.streaming_decoding import main  # noqa: E402
-from zipformer.tuning import TunerDecodingRecipe  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
+from zipformer.decoding.streaming_session import get_parser as _get_parser
+from zipformer.decoding.streaming_session import main
+from zipformer.tuners.recipes import TunerDecodingRecipe
+from zipformer_adapter.adapter import AdapterTuner
 
 RECIPE = TunerDecodingRecipe(AdapterTuner())
 

@@ -15,13 +15,8 @@ Next to epoch-N.pt it writes adapter-epoch-N.pt: the adapters alone (a few MB) w
 configuration and a fingerprint of the base model. Resuming (--start-epoch N+1) needs no change of
 --do-finetune. --use-adapters 0 makes this full fine-tuning (use a lower --base-lr, e.g. 0.0045).
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import train_script  # noqa: E402
-from zipformer_adapter.adapter import AdapterTuner  # noqa: E402
+from zipformer.tuners.recipes import train_script
+from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, get_params, get_model, main = train_script(AdapterTuner())
 

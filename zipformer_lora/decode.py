@@ -8,13 +8,8 @@
   # several domains on one base, each cut in its own (README "Several domains on one base"):
   #   --base-ckpt pretrained.pt --tuners a=lora-a.pt,b=lora-b.pt --cut-domains set1=a,set2=base
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import decode_script  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer.tuners.recipes import decode_script
+from zipformer_lora.lora import LoraTuner
 
 get_parser, main = decode_script(LoraTuner())
 

@@ -11,13 +11,8 @@ named {encoder,decoder,joiner}-epoch-20-avg-1-lora-merged-chunk-16-left-128.onnx
 low-rank terms are in the graph. The encoder's metadata records use_lora, lora_r,
 lora_fingerprint, base_fingerprint (and lora_merged) beside the streaming metadata.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import streaming_export_script  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer.tuners.recipes import streaming_export_script
+from zipformer_lora.lora import LoraTuner
 
 get_parser, main = streaming_export_script(LoraTuner(), "zipformer_lora/exp")
 

@@ -12,13 +12,8 @@ lora_fingerprint, base_fingerprint (and lora_merged).
 with an int64 input `domain` (N,), for onnxruntime (sherpa-onnx has no such input):
 {encoder,decoder,joiner}-domains-a-b.onnx.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import export_script  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer.tuners.recipes import export_script
+from zipformer_lora.lora import LoraTuner
 
 get_parser, main = export_script(LoraTuner(), "zipformer_lora/exp")
 

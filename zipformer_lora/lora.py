@@ -22,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zipformer.scaling import ActivationDropoutAndLinear
-from zipformer.tuner import DomainTensors, Tuner, base_rows_kept, per_utterance, take_stacked
-from zipformer.utils import AttributeDict, UserError, int_at_least, str2bool
-from zipformer.zipformer import Zipformer2EncoderLayer
+from zipformer.core.errors import UserError
+from zipformer.core.flag_types import int_at_least, str2bool
+from zipformer.core.params import AttributeDict
+from zipformer.model.scaling import ActivationDropoutAndLinear
+from zipformer.model.zipformer import Zipformer2EncoderLayer
+from zipformer.tuners.tuner import DomainTensors, Tuner, base_rows_kept, per_utterance, take_stacked
 
 # (module path inside a Zipformer2EncoderLayer) of every linear map LoRA adapts.
 LORA_TARGETS = (

@@ -9,13 +9,8 @@ Writes {"model": state_dict} (icefall's pretrained.pt layout: 743 tensors for th
 with the model configuration and vocabulary: zipformer/decode.py, zipformer/export-onnx.py and
 icefall's own scripts load it like any Zipformer.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import merge_script  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer.tuners.recipes import merge_script
+from zipformer_lora.lora import LoraTuner
 
 get_parser, main = merge_script(LoraTuner())
 

@@ -8,13 +8,8 @@ Several domains on one base: --checkpoint pretrained.pt --tuners a=lora-a.pt,b=l
 --domains a,b,base x.wav y.wav z.wav (or one --domain for all). Everything else is as in
 ./zipformer/pretrained.py.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import pretrained_script  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer.tuners.recipes import pretrained_script
+from zipformer_lora.lora import LoraTuner
 
 get_parser, main = pretrained_script(LoraTuner())
 

@@ -11,13 +11,8 @@ Decodes the source dev set once with the lora off (the base model, the reference
 with every candidate (every epoch present by default; --avg-candidates; the plain mean and the
 averaged model), prints the table and writes the choice to {exp_dir}/selected-checkpoint.json.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zipformer.tuning import select_script  # noqa: E402
-from zipformer_lora.lora import LoraTuner  # noqa: E402
+from zipformer.tuners.recipes import select_script
+from zipformer_lora.lora import LoraTuner
 
 get_parser, main = select_script(LoraTuner())
 

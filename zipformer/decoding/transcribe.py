@@ -1,0 +1,125 @@
+"""pretrained.py's machinery: audio files -> the 80-dim Fbank of training -> a batch -> the search.
+
+`main(recipe)` is the whole pretrained.py of a recipe; `transcribe` and `load_checkpoint_model`
+serve the streaming and tuner variants.
+"""
+import argparse
+import logging
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, ContextManager, List, Optional, Tuple
+
+import sentencepiece as spm
+import torch
+from lhotse import Fbank, FbankConfig, Recording
+from lhotse.augmentation.resample import resample
+
+from zipformer.checkpoints.config import flags_given
+from zipformer.checkpoints.loader import DecodingRecipe, build_model, resolve_weights
+from zipformer.checkpoints.vocabulary import bpe_vocabulary, load_bpe_model
+from zipformer.core.errors import UserError, exit_on_user_error
+from zipformer.core.params import AttributeDict
+from zipformer.decoding.session import decode_batch
+from zipformer.model.flags import add_model_arguments, add_search_arguments
+from zipformer.model.streaming import FULL_CONTEXT_NOTE, decoding_chunk_config, full_context_unless_given
+
+SAMPLE_RATE = 16000
+# log(1e-10): the value padded frames get in the training batches (lhotse's default).
+FEATURE_PADDING = math.log(1e-10)
+
+
+def get_parser(recipe: Optional[DecodingRecipe] = None) -> argparse.ArgumentParser:
+    """The flags of pretrained.py; a tuner recipe's add its own (default: the base recipe)."""
+    recipe = recipe or DecodingRecipe()
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", type=str, required=True, help="A file with {'model': state_dict}.")
+    parser.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model")
+    parser.add_argument(
+        "--method",
+        type=str,
+        default="greedy_search",
+        choices=("greedy_search", "modified_beam_search", "beam_search"),
+    )
+    add_search_arguments(parser)
+    parser.add_argument("sound_files", type=str, nargs="+", help="Audio files (wav, flac, ...).")
+    add_model_arguments(parser)
+    recipe.add_arguments(parser)
+    return parser
+
+
+def read_features(filenames: List[str]) -> List[torch.Tensor]:
+    extractor = Fbank(FbankConfig(num_mel_bins=80))
+    features = []
+    for name in filenames:
+        if not Path(name).is_file():
+            raise UserError(f"audio file {name} not found")
+        try:
+            recording = Recording.from_file(name)
+        except Exception as e:  # lhotse raises several types for unreadable audio
+            raise UserError(f"cannot read audio file {name} ({e}): pass a wav/flac file") from None
+        # Recording.resample would need scipy or torchaudio; lhotse's own resampler needs only torch.
+        samples = torch.from_numpy(recording.load_audio()).mean(dim=0, keepdim=True)
+        if recording.sampling_rate != SAMPLE_RATE:
+            samples = resample(samples, recording.sampling_rate, SAMPLE_RATE)
+        if samples.shape[-1] < 0.1 * SAMPLE_RATE:
+            raise UserError(f"{name} is shorter than 0.1 s: nothing to transcribe")
+        features.append(torch.from_numpy(extractor.extract(samples.numpy(), SAMPLE_RATE)))
+    return features
+
+
+def load_checkpoint_model(
+    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset(), streaming: bool = False
+) -> Tuple[torch.nn.Module, spm.SentencePieceProcessor]:
+    """The model of --checkpoint in eval mode, and the BPE model (sets blank_id, vocab_size).
+
+    `given`: the flags typed on the command line (zipformer.checkpoints.config.flags_given). Unless
+    `streaming`, a causal model given no latency decodes in full context.
+    """
+    sp = load_bpe_model(params.bpe_model)
+    params.blank_id = sp.piece_to_id("<blk>")
+    params.vocab_size = sp.get_piece_size()
+    weights = resolve_weights(params, recipe, given)
+    if not streaming and full_context_unless_given(params, given):
+        logging.info(FULL_CONTEXT_NOTE)
+    if params.causal:
+        decoding_chunk_config(params)
+    model = build_model(params, recipe, weights, bpe_vocabulary(sp), f"--bpe-model {params.bpe_model}")
+    return model, sp
+
+
+# What the batch of sound files is decoded inside, given the model (e.g. each file's domain).
+ModelContext = Callable[[torch.nn.Module], ContextManager]
+
+
+def transcribe(
+    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset(), context: Optional[ModelContext] = None
+) -> List[str]:
+    model, sp = load_checkpoint_model(params, recipe, given)
+    features = read_features(params.sound_files)
+    batch = {
+        "inputs": torch.nn.utils.rnn.pad_sequence(features, batch_first=True, padding_value=FEATURE_PADDING),
+        "supervisions": {"num_frames": torch.tensor([f.shape[0] for f in features])},
+    }
+    params.decoding_method = params.method
+    with torch.no_grad(), context(model) if context else nullcontext():
+        hyps = decode_batch(params, model, sp, batch)
+    return [" ".join(words) for words in hyps]
+
+
+def main(
+    recipe: DecodingRecipe,
+    parser: Optional[argparse.ArgumentParser] = None,
+    run: Optional[Callable[[AttributeDict, frozenset], List[str]]] = None,
+) -> None:
+    """pretrained.py: `parser` defaults to get_parser(recipe), `run(params, given)` to transcribe with the recipe."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
+    parser = parser or get_parser(recipe)
+    params = AttributeDict(vars(parser.parse_args()))
+    params.update(feature_dim=80, subsampling_factor=4)
+    with exit_on_user_error():
+        given = flags_given(parser)
+        texts = run(params, given) if run else transcribe(params, recipe, given)
+    for name, text in zip(params.sound_files, texts):
+        print(f"{name}:\n{text}\n")
+
