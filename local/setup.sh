@@ -37,9 +37,12 @@ if [[ ! -f "$stamp" || $(cat "$stamp") != "$want" ]]; then
   "$venv_dir/bin/pip" install -q --disable-pip-version-check -r "$repo_dir/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 fi
+# The project, editable: installed again when pyproject.toml changed, or when the environment
+# imports `zipformer` from elsewhere (a moved checkout; a copy that sets PYTHONPATH is left alone).
 project_stamp="$venv_dir/.project.sha256"
-project_want=$(cat "$repo_dir/pyproject.toml" <(echo "$repo_dir") | sha256sum | cut -d' ' -f1)
-if [[ ! -f "$project_stamp" || $(cat "$project_stamp") != "$project_want" ]]; then
+project_want=$(sha256sum "$repo_dir/pyproject.toml" | cut -d' ' -f1)
+imported_from=$(cd / && "$venv_dir/bin/python" -c 'import zipformer; print(zipformer.__path__[0])' 2>/dev/null || true)
+if [[ ! -f "$project_stamp" || $(cat "$project_stamp") != "$project_want" || $imported_from != "$repo_dir/zipformer" ]]; then
   log "installing this project (editable) into $venv_dir"
   # No build isolation: setuptools is already in the environment (tensorboard needs it), so this works offline.
   "$venv_dir/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$repo_dir"

@@ -22,7 +22,8 @@ def quick_run(tmp_path_factory) -> Path:
         symlinks=True,
     )
     (root / ".venv").symlink_to(REPO_DIR / ".venv")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The shared .venv imports the project from this checkout: the copy's own code comes first.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
     proc = subprocess.run(
         ["./run.sh", "--quick", "--num-threads", "1"], cwd=root, env=env, capture_output=True, text=True, timeout=1800
     )
@@ -34,7 +35,7 @@ def quick_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def quick_streaming_run(quick_run: Path) -> Path:
     """./run.sh --quick --streaming in the same copy, from stage 2 (the data is there); it writes exp-streaming/."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(quick_run))
     proc = subprocess.run(
         ["./run.sh", "--quick", "--streaming", "--stage", "2", "--num-threads", "1"],
         cwd=quick_run, env=env, capture_output=True, text=True, timeout=1800,
@@ -69,7 +70,7 @@ def test_streaming_summary_has_both_contexts_and_adapters_off_give_the_base(quic
 @pytest.fixture(scope="module")
 def quick_domains_run(quick_run: Path) -> Path:
     """./run.sh --quick --domains in the same copy, from stage 1 (which adds target_b), into exp-domains/."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(quick_run))
     proc = subprocess.run(
         ["./run.sh", "--quick", "--domains", "--stage", "1", "--exp-root", "exp-domains", "--num-threads", "1"],
         cwd=quick_run, env=env, capture_output=True, text=True, timeout=1800,
