@@ -45,7 +45,7 @@ README_SUFFIX = "epoch-6-avg-1-chunk-16-left-128"
 SHERPA_ONLINE = """
 import json, sys
 import soundfile
-from zipformer.sherpa_online import decode_online, online_recognizer
+from zipformer.deploy.sherpa_online import decode_online, online_recognizer
 encoder, decoder, joiner, tokens, *audio, piece_seconds = sys.argv[1:]
 recognizer = online_recognizer(encoder, decoder, joiner, tokens, num_threads=1)
 waves = []
