@@ -6,11 +6,11 @@ from typing import Optional, Tuple
 import pytest
 import torch
 
+from zipformer.loss.mutual_information import mutual_information_recursion
 from zipformer.loss.rnnt_loss import (
     do_rnnt_pruning,
     get_rnnt_logprobs_smoothed,
     get_rnnt_prune_ranges,
-    mutual_information_recursion,
     rnnt_loss,
     rnnt_loss_pruned,
     rnnt_loss_simple,
