@@ -20,7 +20,9 @@ from lhotse import (
 )
 
 from zipformer.core.errors import UserError
-from zipformer.data.asr_datamodule import AsrDataModule, _WorkerSeeder, filter_cuts, load_cuts, parse_named_paths
+from zipformer.data.asr_datamodule import AsrDataModule
+from zipformer.data.cuts import filter_cuts, load_cuts, parse_named_paths
+from zipformer.data.sampling import WorkerSeeder
 
 FRAME_SHIFT = 0.01
 
@@ -414,7 +416,7 @@ def test_musan_noise_is_mixed_in_when_present(corpus, tmp_path):
 def test_workers_are_seeded_differently_per_rank_and_reproducibly():
     def draw(rank: int) -> float:
         torch.manual_seed(123)
-        _WorkerSeeder(rank)(0)
+        WorkerSeeder(rank)(0)
         return random.random()
 
     assert draw(0) == draw(0)

@@ -1,4 +1,4 @@
-"""Lhotse data pipeline for training and decoding: cut-file flags, filtering, samplers, augmentation.
+"""Lhotse data pipeline for training and decoding: cut-file flags, samplers, augmentation, data loaders.
 
 Behaves like icefall's LibriSpeechAsrDataModule, but the cut sets come from flags
 (--train-cuts, --valid-cuts, --test-cuts), so any lhotse CutSet can be used without editing code.
@@ -11,36 +11,30 @@ Batches are lhotse K2SpeechRecognitionDataset dicts:
 import argparse
 import copy
 import logging
-import os
-import signal
-import zlib
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig
-from lhotse.cut import Cut
 from lhotse.dataset import (
     AudioSamples,
     CutConcatenate,
     CutMix,
-    DynamicBucketingSampler,
     K2SpeechRecognitionDataset,
     OnTheFlyFeatures,
     PrecomputedFeatures,
-    SimpleCutSampler,
     SpecAugment,
 )
-from lhotse.dataset.dataloading import LHOTSE_PROCESS_SEED
 from lhotse.dataset.sampling.base import CutSampler
-from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
 from zipformer.core.errors import UserError
 from zipformer.core.flag_types import int_at_least, open_fraction, positive_float, str2bool
+from zipformer.data.cuts import filter_cuts, load_cuts, parse_named_paths
 from zipformer.data.mux import MuxedCuts
 from zipformer.data.resumable_loader import ConsumedStateSampler, ResumableDataLoader
+from zipformer.data.sampling import WorkerSeeder, ignore_sigint, make_sampler
 from zipformer.data.storage_check import SkipUnreadableCuts, check_storage_files
 
 INPUT_STRATEGIES = {"PrecomputedFeatures": PrecomputedFeatures, "AudioSamples": AudioSamples}
@@ -50,233 +44,6 @@ DEFAULT_TRAIN_CUTS = "source_cuts_train.jsonl.gz"
 DEFAULT_VALID_CUTS = {"source": "source_cuts_dev.jsonl.gz"}
 DEFAULT_TEST_CUTS = {"source": "source_cuts_test.jsonl.gz", "target": "target_cuts_test.jsonl.gz"}
 DEFAULT_MUSAN_CUTS = "musan_cuts.jsonl.gz"
-
-# Errors that reading a damaged or foreign JSONL(.gz) file raises inside lhotse:
-# truncated gzip (EOFError), bad gzip (OSError, zlib.error), bad JSON (ValueError),
-# JSON that is not a cut (KeyError, TypeError, ValueError).
-_MANIFEST_READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
-
-FEATURE_FRAME_SHIFT = 0.01  # seconds; lhotse Fbank default, used when cuts carry no features
-
-
-class _CheckedManifest:
-    """Lazy, re-iterable cuts of one JSONL manifest that turns read errors into a UserError naming the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.cuts = CutSet.from_jsonl_lazy(path)
-
-    def __iter__(self) -> Iterator[Cut]:
-        num_read = 0
-        cuts = iter(self.cuts)
-        while True:
-            try:
-                cut = next(cuts)
-            except StopIteration:
-                return
-            except _MANIFEST_READ_ERRORS as e:
-                reason = " ".join(f"{type(e).__name__}: {e}".split())
-                raise UserError(
-                    f"cut manifest {self.path} is corrupt or incomplete ({reason}; {num_read} cuts read before "
-                    f"the error): delete it and re-run the ./prepare.sh stage that writes it"
-                ) from e
-            num_read += 1
-            yield cut
-
-
-def load_cuts(path: Union[str, Path], flag: str = "") -> CutSet:
-    """Open a lhotse cut manifest (.jsonl or .jsonl.gz) lazily.
-
-    The first cut is read at once, so a missing, empty or foreign file fails here; damage further in
-    (a truncated gzip, a malformed line) raises UserError when iteration reaches it.
-    `flag` names the command-line flag the path came from, for the error message.
-    """
-    path = Path(path)
-    via = f" (from {flag})" if flag else ""
-    if not path.is_file():
-        raise UserError(
-            f"cut manifest not found: {path}{via}: run ./prepare.sh to create it, or pass the path of "
-            f"existing lhotse cuts (relative paths are taken from the current directory {Path.cwd()})"
-        )
-    manifest = _CheckedManifest(path)
-    if next(iter(manifest), None) is None:
-        raise UserError(f"cut manifest {path}{via} holds no cuts: re-run ./prepare.sh or pass another file")
-    return CutSet(manifest)
-
-
-def parse_named_paths(spec: str) -> "OrderedDict[str, Path]":
-    """Parse "name=path,name2=path2" (or plain "path", named after the file) into an ordered dict.
-
-    >>> parse_named_paths("dev=a/dev.jsonl.gz,b/x_cuts.jsonl.gz")
-    OrderedDict([('dev', PosixPath('a/dev.jsonl.gz')), ('x_cuts', PosixPath('b/x_cuts.jsonl.gz'))])
-    """
-    named: "OrderedDict[str, Path]" = OrderedDict()
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            raise UserError(f"empty entry in cut list '{spec}': use name=path[,name=path...]")
-        if "=" in item:
-            name, path = (s.strip() for s in item.split("=", 1))
-            if not name or not path:
-                raise UserError(f"bad entry '{item}' in cut list '{spec}': use name=path")
-        else:
-            path = item
-            name = Path(item).name.split(".")[0]
-        if name in named:
-            raise UserError(f"name '{name}' appears twice in cut list '{spec}': give each set its own name=")
-        named[name] = Path(path)
-    return named
-
-
-def num_subsampled_frames(num_frames: int) -> int:
-    """Encoder output length T_sub for `num_frames` input frames (Conv2dSubsampling, factor 4)."""
-    return ((num_frames - 7) // 2 + 1) // 2
-
-
-class CutFilter:
-    """Decides which cuts are fit for transducer training, and counts the rejected ones by reason.
-
-    Keeps min_duration <= duration <= max_duration and cuts whose T_sub covers their BPE tokens
-    (the pruned RNN-T loss needs T_sub >= number of tokens).
-    """
-
-    def __init__(self, sp: Any, min_duration: float, max_duration: float) -> None:
-        self.sp = sp
-        self.min_duration = min_duration
-        self.max_duration = max_duration
-
-    def reject_reason(self, cut: Cut) -> Optional[str]:
-        """None to keep `cut`, otherwise a short reason."""
-        if cut.duration < self.min_duration:
-            return f"shorter than {self.min_duration} s"
-        if cut.duration > self.max_duration:
-            return f"longer than {self.max_duration} s"
-        text = " ".join(s.text for s in cut.supervisions if s.text)
-        if not text.strip():
-            return "no transcript"
-        num_frames = cut.num_frames if cut.has_features else compute_num_frames(
-            cut.duration, FEATURE_FRAME_SHIFT, cut.sampling_rate
-        )
-        if num_subsampled_frames(num_frames) < len(self.sp.encode(text)):
-            return "more BPE tokens than encoder frames"
-        return None
-
-
-def _log_filter_summary(counts: Counter) -> None:
-    kept = counts.pop("kept", 0)
-    removed = sum(counts.values())
-    reasons = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
-    logging.info(f"filter_cuts: kept {kept} cuts, removed {removed}" + (f" ({reasons})" if removed else ""))
-
-
-class _FilteredCuts:
-    """Lazy filtering that logs the removal counts once, at the end of the first complete pass."""
-
-    def __init__(self, source: Iterable[Cut], cut_filter: CutFilter) -> None:
-        self.source = source
-        self.cut_filter = cut_filter
-        self.reported = False
-
-    def __iter__(self) -> Iterator[Cut]:
-        counts: Counter = Counter()
-        for cut in self.source:
-            reason = self.cut_filter.reject_reason(cut)
-            if reason is None:
-                counts["kept"] += 1
-                yield cut
-            else:
-                counts[reason] += 1
-                logging.debug(f"Excluding cut {cut.id} (duration {cut.duration:.2f} s): {reason}")
-        if not self.reported:
-            self.reported = True
-            _log_filter_summary(counts)
-
-
-def filter_cuts(cuts: CutSet, sp: Any, min_duration: float = 1.0, max_duration: float = 20.0) -> CutSet:
-    """Drop cuts unfit for training (see CutFilter); `sp` is anything with `encode(text) -> list`.
-
-    A lazy CutSet stays lazy: the counts are logged after the first complete pass over it.
-    An eager CutSet is filtered at once and the counts logged now.
-    """
-    cut_filter = CutFilter(sp, min_duration, max_duration)
-    filtered = _FilteredCuts(cuts, cut_filter)
-    if cuts.is_lazy:
-        return CutSet(filtered)
-    return CutSet.from_cuts(list(filtered))
-
-
-def ignore_sigint(worker_id: int) -> None:
-    """DataLoader worker_init_fn: leave Ctrl-C to the main process.
-
-    A terminal sends SIGINT to the workers too; training handles it in the main process (it saves a
-    checkpoint first), and the workers end with it.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _WorkerSeeder:
-    """DataLoader worker_init_fn: a different, reproducible random seed for every worker, epoch and rank.
-
-    PyTorch seeds each worker's torch RNG with a base seed drawn from the main process's torch RNG at
-    every epoch, plus the worker id; train.py seeds that RNG, so runs repeat. Ranks are offset because
-    every rank seeds its main process identically. Python's and numpy's RNGs (SpecAugment, CutMix with
-    seed="randomized") follow.
-    """
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-
-    def __call__(self, worker_id: int) -> None:
-        ignore_sigint(worker_id)
-        seed = (torch.initial_seed() + 1_000_003 * self.rank) % 2**31
-        fix_random_seed(seed)
-        os.environ[LHOTSE_PROCESS_SEED] = str(seed)
-
-
-def _usable_num_buckets(cuts: CutSet, num_buckets: int, max_duration: float, world_size: int) -> int:
-    """At most `num_buckets`, and few enough that every bucket fills a few batches on every rank.
-
-    With --drop-last, a bucket holding less than one batch yields nothing: a small set split into
-    icefall's 30 buckets gives no batch at all. Reads cuts only until the set is known to be large.
-    """
-    batches_per_bucket = 4
-    needed = num_buckets * batches_per_bucket * max_duration * world_size
-    total = 0.0
-    for cut in cuts:
-        total += cut.duration
-        if total >= needed:
-            return num_buckets
-    return min(num_buckets, int(total / (batches_per_bucket * max_duration * world_size)))
-
-
-def _make_sampler(
-    cuts: CutSet,
-    max_duration: float,
-    shuffle: bool,
-    drop_last: bool,
-    bucketing: bool,
-    num_buckets: int,
-    world_size: Optional[int],
-    rank: Optional[int],
-) -> CutSampler:
-    """DynamicBucketingSampler, or SimpleCutSampler when bucketing is off or the set is too small for buckets."""
-    num_buckets = _usable_num_buckets(cuts, num_buckets, max_duration, world_size or 1)
-    # lhotse refuses fewer than two buckets.
-    if bucketing and num_buckets >= 2:
-        return DynamicBucketingSampler(
-            cuts,
-            max_duration=max_duration,
-            shuffle=shuffle,
-            num_buckets=num_buckets,
-            buffer_size=num_buckets * 2000,  # cuts held in memory; icefall's 5000 per bucket costs more RAM
-            drop_last=drop_last,
-            world_size=world_size,
-            rank=rank,
-        )
-    return SimpleCutSampler(
-        cuts, max_duration=max_duration, shuffle=shuffle, drop_last=drop_last, world_size=world_size, rank=rank
-    )
-
 
 class AsrDataModule:
     """Cut loading, samplers and datasets configured by the flags of `add_arguments`.
@@ -597,7 +364,7 @@ class AsrDataModule:
             ),
             audio=self.reads_audio,
         )
-        sampler = _make_sampler(
+        sampler = make_sampler(
             cuts_train,
             max_duration=args.max_duration,
             shuffle=args.shuffle,
@@ -618,7 +385,7 @@ class AsrDataModule:
             batch_size=None,
             num_workers=args.num_workers,
             persistent_workers=False,
-            worker_init_fn=_WorkerSeeder(sampler.rank),
+            worker_init_fn=WorkerSeeder(sampler.rank),
         )
 
     @staticmethod
@@ -659,7 +426,7 @@ class AsrDataModule:
             cut_transforms=cut_transforms,
             return_cuts=True,
         )
-        sampler = _make_sampler(
+        sampler = make_sampler(
             cuts,
             max_duration=self.args.max_duration,
             shuffle=False,
