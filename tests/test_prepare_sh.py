@@ -13,13 +13,15 @@ TINY = ["--source-train", "3", "--source-dev", "2", "--source-test", "2", "--tar
 
 
 def run_prepare(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["./prepare.sh", *args], cwd=repo, capture_output=True, text=True, timeout=600)
+    # The shared .venv imports the project from this checkout: the copy's own code comes first.
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    return subprocess.run(["./prepare.sh", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("prepare.sh", "requirements.txt"):
+    for name in ("prepare.sh", "requirements.txt", "pyproject.toml"):
         shutil.copy2(REPO / name, repo / name)
     for name in ("local", "zipformer"):
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
