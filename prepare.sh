@@ -4,7 +4,7 @@
 # Usage: ./prepare.sh [--dataset synth|librispeech|gigaspeech] [--stage N] [--stop-stage M] [options]
 #
 # --dataset synth (default): the embedded offline corpus, synthesized on this machine
-#   (espeak-ng, flite, sox; text from Debian's fortunes). Knobs: local/corpus_config.py.
+#   (espeak-ng, flite, sox; text from Debian's fortunes). Knobs: local/synth/corpus_config.py.
 #   Three domains: source (clean), target (telephone line), target_b (a far-field room).
 #   stage 0  text partitions per domain/split          -> data/local/text/{source,target,target_b}_{train,dev,test}.tsv
 #   stage 1  synthesize audio + lhotse manifests        -> data/audio/, data/manifests/{source,target,target_b}_*
@@ -88,15 +88,15 @@ if [[ $dataset == synth ]]; then
   $quick && corpus_args+=(--quick)
   [[ -n $corpus_config ]] && corpus_args+=(--corpus-config "$corpus_config")
   corpus_args+=("${size_args[@]}")
-  read -ra domains <<< "$($python -c 'import local.corpus_config as c; print(*c.DOMAINS)')"
+  read -ra domains <<< "$($python -c 'import local.synth.corpus_config as c; print(*c.DOMAINS)')"
 
   if run_stage 0; then
     log "stage 0: text partitions from Debian's fortunes"
-    $python local/synthesize_corpus.py text --text-dir data/local/text "${corpus_args[@]}"
+    $python local/synth/synthesize_corpus.py text --text-dir data/local/text "${corpus_args[@]}"
   fi
   if run_stage 1; then
     log "stage 1: synthesize the domains: ${domains[*]}"
-    $python local/synthesize_corpus.py audio --text-dir data/local/text --audio-dir data/audio \
+    $python local/synth/synthesize_corpus.py audio --text-dir data/local/text --audio-dir data/audio \
       --manifest-dir data/manifests --num-jobs "$num_jobs" "${corpus_args[@]}"
   fi
   if run_stage 2; then

@@ -167,7 +167,7 @@ if stage_on 2; then
       --train-cuts data/fbank/source_cuts_train.jsonl.gz --valid-cuts "$valid_cuts" \
       --enable-musan 0 --save-every-n 200 --keep-last-k 4 --average-period 20 \
       --log-interval 20 --valid-interval 400 --num-workers 1 --num-threads "$num_threads"
-    run ./local/export_base_model.py --exp-dir "$base_dir/train" --epoch 40 --avg 10 --out "$base_dir/pretrained.pt"
+    run ./local/model_tools/export_base_model.py --exp-dir "$base_dir/train" --epoch 40 --avg 10 --out "$base_dir/pretrained.pt"
   else
     log "stage 2: use the shipped base model $shipped_base"
     cp "$shipped_base" "$base_dir/pretrained.pt"
@@ -283,10 +283,10 @@ if stage_on 8; then
   log "stage 8: summary"
   streaming_summary=()
   $streaming && streaming_summary=("${latency[@]}")
-  run ./local/summarize_run.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs" \
+  run ./local/reports/summarize_run.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs" \
     --adapter-avg "$adapter_avg" --adapter-averaged "$adapter_averaged" --full-epochs "$full_epochs" \
     "${streaming_summary[@]}"
   if $domains; then
-    run ./local/summarize_domains.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs"
+    run ./local/reports/summarize_domains.py --exp-root "$exp_root" --adapter-dim "$adapter_dim" --adapter-epochs "$adapter_epochs"
   fi
 fi

@@ -71,7 +71,7 @@ def tiny_corpus(tmp_path_factory) -> dict:
     bpe_model, tokens.
     """
     from local.prepare_lang import train_bpe
-    from local.synthesize_corpus import synthesize_utterances
+    from local.synth.synthesize_corpus import synthesize_utterances
 
     root = tmp_path_factory.mktemp("tiny_corpus")
     sets = {

@@ -1,4 +1,4 @@
-"""local/causal_warm_start.py: a non-causal model becomes a causal one with the same full-context function."""
+"""local/model_tools/causal_warm_start.py: a non-causal model becomes a causal one with the same full-context function."""
 import argparse
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from local.causal_warm_start import causal_state_dict
+from local.model_tools.causal_warm_start import causal_state_dict
 from zipformer.checkpoints.checkpoint import read_model_file
 from zipformer.checkpoints.config import model_config
 from zipformer.core.params import AttributeDict
@@ -52,7 +52,9 @@ def test_full_context_output_is_the_non_causal_models_and_chunks_see_no_future()
 
 def run_converter(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO_DIR / "local" / "causal_warm_start.py"), *args], capture_output=True, text=True
+        [sys.executable, str(REPO_DIR / "local" / "model_tools" / "causal_warm_start.py"), *args],
+        capture_output=True,
+        text=True,
     )
 
 

@@ -499,7 +499,7 @@ def test_a_single_domain_encoder_given_a_domain_is_one_line(tiny, tmp_path):
 
 
 def test_benchmark_holds_the_base_once_with_stacked_tuners(tiny, tmp_path):
-    from local.benchmark_domains import load_models, write_random_tuners
+    from local.benchmarks.benchmark_domains import load_models, write_random_tuners
 
     tuner = TUNERS["adapters"]
     base_ckpt = tiny.root / "base.pt"

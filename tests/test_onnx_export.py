@@ -193,7 +193,7 @@ def exported(tiny) -> Dict[str, Path]:
 @pytest.fixture(scope="module")
 def utterances(tmp_path_factory) -> SimpleNamespace:
     """Synthesized 16 kHz utterances: audio files, their fbank, and a cut set with lhotse features."""
-    from local.synthesize_corpus import synthesize_utterances
+    from local.synth.synthesize_corpus import synthesize_utterances
 
     out_dir = tmp_path_factory.mktemp("utterances")
     cuts = synthesize_utterances(TEXTS, out_dir)

@@ -1,8 +1,8 @@
-"""local/plot_results.py: log parsing and the PNG files."""
+"""local/reports/plot_results.py: log parsing and the PNG files."""
 from pathlib import Path
 
-from local.plot_results import main as plot_main
-from local.plot_results import valid_curves
+from local.reports.plot_results import main as plot_main
+from local.reports.plot_results import valid_curves
 
 LOG = """\
 2026-11-24 06:28:42,381 INFO [training.py:531] Epoch 1, batch 0, loss[loss=0.9, simple_loss=0.8], tot_loss[loss=0.9257, simple_loss=0.8672]

@@ -17,7 +17,7 @@ from local.prepare_gigaspeech import (
     preprocess,
     raw_cuts_path,
 )
-from local.synthesize_corpus import synthesize_utterances
+from local.synth.synthesize_corpus import synthesize_utterances
 from zipformer.core.errors import UserError
 
 SEGMENTS = [  # (GigaSpeech text, cleaned text or None when the segment is dropped)

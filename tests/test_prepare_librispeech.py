@@ -9,7 +9,7 @@ from lhotse import load_manifest
 from local.compute_fbank import compute_fbank_for_manifests
 from local.prepare_lang import read_manifest_texts, train_bpe
 from local.prepare_librispeech import SHUFFLED_TRAIN, prepare_manifests, shuffle_train_cuts
-from local.synthesize_corpus import synthesize_utterances
+from local.synth.synthesize_corpus import synthesize_utterances
 from zipformer.core.errors import UserError
 
 SENTENCES = {

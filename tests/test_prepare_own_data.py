@@ -11,7 +11,7 @@ import soundfile as sf
 from lhotse import RecordingSet, SupervisionSet, load_manifest
 
 from local.import_own_data import from_audio_dir, from_cuts, from_kaldi_dir, import_data
-from local.synthesize_corpus import synthesize_utterances
+from local.synth.synthesize_corpus import synthesize_utterances
 from local.validate import validate_manifests
 from zipformer.core.errors import UserError
 

@@ -7,17 +7,17 @@ import pytest
 import soundfile as sf
 from lhotse import load_manifest
 
-from local.channel import render_waveform
-from local.corpus_config import DOMAINS, SPLITS, EngineVoices, RoomConfig, load_config
-from local.corpus_plan import RenderSpec, build_speakers
-from local.synthesize_corpus import (
+from local.synth.channel import render_waveform
+from local.synth.corpus_config import DOMAINS, SPLITS, EngineVoices, RoomConfig, load_config
+from local.synth.corpus_plan import RenderSpec, build_speakers
+from local.synth.synthesize_corpus import (
     manifest_paths,
     prepare_audio,
     prepare_text,
     synthesize_utterances,
 )
+from local.synth.tts import synthesize
 from local.text_corpus import FORTUNES_DIR
-from local.tts import synthesize
 from zipformer.core.errors import UserError
 
 TEXTS = [
@@ -192,7 +192,7 @@ def test_missing_tts_engine_names_the_tool_and_the_fix(tmp_path: Path, monkeypat
 def test_unknown_voice_fails_loudly(tmp_path: Path):
     with pytest.raises(UserError, match="espeak-ng voice 'xx-nonexistent' produced no audio"):
         synthesize("espeak-ng", "xx-nonexistent", 50, 1.0, "hello there", tmp_path / "x.wav")
-    from local.tts import check_tools
+    from local.synth.tts import check_tools
 
     with pytest.raises(UserError, match="flite has no voice 'nosuch'"):
         check_tools({"flite": {"slt", "nosuch"}})

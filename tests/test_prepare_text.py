@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from local.corpus_config import DEFAULT_SIZES, DOMAINS, QUICK_SIZES, RoomConfig, load_config
-from local.synthesize_corpus import prepare_text, read_text_pools, split_stamp
+from local.synth.corpus_config import DEFAULT_SIZES, DOMAINS, QUICK_SIZES, RoomConfig, load_config
+from local.synth.synthesize_corpus import prepare_text, read_text_pools, split_stamp
 from local.text_corpus import (
     FORTUNES_DIR,
     build_text_pools,

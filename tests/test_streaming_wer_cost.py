@@ -1,10 +1,10 @@
-"""local/streaming_wer_cost.py: the table of WER against chunk size, from decode.py's result files."""
+"""local/benchmarks/streaming_wer_cost.py: the table of WER against chunk size, from decode.py's result files."""
 import subprocess
 import sys
 from pathlib import Path
 
-from local import streaming_wer_cost
-from local.streaming_wer_cost import get_parser, read_wers, table
+from local.benchmarks import streaming_wer_cost
+from local.benchmarks.streaming_wer_cost import get_parser, read_wers, table
 
 
 def write_summary(res_dir: Path, test_set: str, suffix: str, wer: float) -> None:

@@ -1,7 +1,7 @@
-"""local/summarize_tuners.py: the side-by-side table and plot, read from compare_tuners.sh's files."""
+"""local/reports/summarize_tuners.py: the side-by-side table and plot, read from compare_tuners.sh's files."""
 from pathlib import Path
 
-from local.summarize_tuners import plot, table
+from local.reports.summarize_tuners import plot, table
 
 LOG = """\
 2026-12-03 14:18:41,731 INFO [training.py:411] A total of 146688 trainable parameters (4.033% of the whole model)

@@ -5,7 +5,7 @@
                           of the base model's pretraining (pretrained/log-train.txt)
   wer_vs_adapter_dim.png  target/source test WER against the adapter bottleneck dim (the sweep)
 
-Usage: ./local/plot_results.py --exp-root exp --adapter-dims 8,16,32 --out-dir .
+Usage: ./local/reports/plot_results.py --exp-root exp --adapter-dims 8,16,32 --out-dir .
 """
 import argparse
 import re
@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from local.summarize_run import GREEDY, read_wer
+from local.reports.summarize_run import GREEDY, read_wer
 from zipformer.core.errors import fail
 
 VALID_LINE = re.compile(r"Epoch (\d+), validation on (\w+): loss=([\d.]+),")

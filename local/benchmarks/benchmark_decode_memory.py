@@ -7,8 +7,8 @@ onnx_decode.py (fp32 and int8 files) decode them with the same --max-duration, e
 process, and each process's peak resident memory (its ru_maxrss) is printed.
 
 Usage:
-  ./local/benchmark_decode_memory.py                      # pretrained/base.pt, 200 cuts
-  ./local/benchmark_decode_memory.py --num-cuts 400 --max-duration 600
+  ./local/benchmarks/benchmark_decode_memory.py                      # pretrained/base.pt, 200 cuts
+  ./local/benchmarks/benchmark_decode_memory.py --num-cuts 400 --max-duration 600
 """
 import argparse
 import os
@@ -23,7 +23,7 @@ import numpy as np
 from lhotse import CutSet, LilcomChunkyWriter, MonoCut, SupervisionSegment
 from lhotse.features import Features
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FRAME_SHIFT = 0.01
 
 

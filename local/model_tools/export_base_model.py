@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a pretrained model file from a training run: icefall's pretrained.pt format, plus what it is.
 
-  ./local/export_base_model.py --exp-dir exp/base/train --epoch 40 --avg 10 --out exp/base/pretrained.pt
+  ./local/model_tools/export_base_model.py --exp-dir exp/base/train --epoch 40 --avg 10 --out exp/base/pretrained.pt
 
 The file holds {"model": state_dict, "model_config": ..., "vocabulary": ...}: icefall's scripts read
 its "model", this project's scripts also its configuration (no shape flags needed). Averages like

@@ -19,8 +19,8 @@ the largest of them. --mixed N runs N batches of random buckets in one process a
 measurements: the difference is what the heap keeps across batch shapes.
 
 Usage:
-  ./local/benchmark_train_memory.py                          # 25, 50, 100, 200 s
-  ./local/benchmark_train_memory.py --durations 100 --breakdown --threads 2
+  ./local/benchmarks/benchmark_train_memory.py                          # 25, 50, 100, 200 s
+  ./local/benchmarks/benchmark_train_memory.py --durations 100 --breakdown --threads 2
 """
 import argparse
 import json

@@ -4,7 +4,7 @@ onnxruntime on the very frames sherpa-onnx decodes and compare with sherpa-onnx'
 
   ./zipformer/onnx_decode.py --runtime sherpa-onnx --encoder-model-filename E --decoder-model-filename D \\
       --joiner-model-filename J --tokens data/lang_bpe_500/tokens.txt --test-cuts target=CUTS
-  ./local/sherpa_online_same_frames.py --encoder-model-filename E --decoder-model-filename D \\
+  ./local/benchmarks/sherpa_online_same_frames.py --encoder-model-filename E --decoder-model-filename D \\
       --joiner-model-filename J --tokens data/lang_bpe_500/tokens.txt --cuts CUTS \\
       --sherpa-recogs EXP/streaming/greedy_search/recogs-target-greedy_search-sherpa-onnx-....txt
 

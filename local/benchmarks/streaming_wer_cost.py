@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What streaming costs in WER: a causal model decoded in full context and chunk by chunk.
 
-  ./local/streaming_wer_cost.py --exp-dir exp/base --epoch 99 --avg 1 --chunk-sizes 8,16,32,64 \
+  ./local/benchmarks/streaming_wer_cost.py --exp-dir exp/base --epoch 99 --avg 1 --chunk-sizes 8,16,32,64 \
       --left-context-frames 128 --test-cuts source=data/fbank/source_cuts_test.jsonl.gz,...
 
 Runs the user's own commands: `decode.py --chunk-size -1 --left-context-frames -1` (full context),
@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 from zipformer.model.streaming import EMBED_LOOK_AHEAD
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FRAME_MS = 10  # one feature frame; the encoder's 50 Hz frames are two of them
 
 

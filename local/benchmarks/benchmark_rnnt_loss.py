@@ -6,8 +6,8 @@ pruning of the projected encoder/decoder outputs -> joiner logits -> pruned loss
 through all of it. Prints the median time per stage and per iteration after a warm-up.
 
 Usage:
-  ./local/benchmark_rnnt_loss.py                       # B=8 T=250 S=40 V=500 s_range=5
-  ./local/benchmark_rnnt_loss.py --batch 32 --frames 400 --symbols 80 --runs 5 --threads 2
+  ./local/benchmarks/benchmark_rnnt_loss.py                       # B=8 T=250 S=40 V=500 s_range=5
+  ./local/benchmarks/benchmark_rnnt_loss.py --batch 32 --frames 400 --symbols 80 --runs 5 --threads 2
 """
 import argparse
 import statistics

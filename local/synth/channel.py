@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from local.corpus_config import RoomConfig
-from local.corpus_plan import RenderSpec
+from local.synth.corpus_config import RoomConfig
+from local.synth.corpus_plan import RenderSpec
 from zipformer.core.errors import UserError
 
 SAMPLE_RATE = 16000

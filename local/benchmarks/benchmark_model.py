@@ -13,8 +13,8 @@ per second of audio. Prints the thread count, the load average (on a shared mach
 processes slow the wall-clock figures) and the process's peak RSS so far.
 
 Usage:
-  ./local/benchmark_model.py                        # 4 x 10 s, normal and small configuration
-  ./local/benchmark_model.py --batch 8 --seconds 15 --runs 5 --threads 2 --configs small
+  ./local/benchmarks/benchmark_model.py                        # 4 x 10 s, normal and small configuration
+  ./local/benchmarks/benchmark_model.py --batch 8 --seconds 15 --runs 5 --threads 2 --configs small
 """
 import argparse
 import os

@@ -2,15 +2,15 @@
 # Adapters, LoRA and full fine-tuning side by side on the embedded story: the same base model
 # (pretrained/base.pt), the same target-domain data, the same epoch budget and batch size.
 #
-# Usage: ./local/compare_tuners.sh [--epochs N] [--exp-root DIR] [--num-threads N] [--methods "a b ..."]
+# Usage: ./local/benchmarks/compare_tuners.sh [--epochs N] [--exp-root DIR] [--num-threads N] [--methods "a b ..."]
 #   methods: adapter8 adapter16 lora4 lora8 lora16 full (default: all)
 # Needs the data of ./prepare.sh (run ./run.sh --stop-stage 1 first). For each method: fine-tune
 # (skipped when its last epoch-N.pt exists, so an interrupted comparison goes on where it stopped),
 # decode both test sets with the tuner on and off (forgetting report), export int8 ONNX (LoRA merged)
-# and decode the target test set with onnxruntime; then local/summarize_tuners.py writes
+# and decode the target test set with onnxruntime; then local/reports/summarize_tuners.py writes
 # $exp_root/summary.md.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 epochs=6
 exp_root=exp/tuners
@@ -79,4 +79,4 @@ for method in $methods; do
     --tokens data/lang_bpe_500/tokens.txt --test-cuts target=data/fbank/target_cuts_test.jsonl.gz \
     --num-threads "$num_threads" --exp-dir "$dir/onnx"
 done
-run ./local/summarize_tuners.py --exp-root "$exp_root" --epochs "$epochs" --plot "$exp_root/wer_vs_trainable_params.png"
+run ./local/reports/summarize_tuners.py --exp-root "$exp_root" --epochs "$epochs" --plot "$exp_root/wer_vs_trainable_params.png"

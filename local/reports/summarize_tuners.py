@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The table of local/compare_tuners.sh: $exp_root/summary.md (printed too).
+"""The table of local/benchmarks/compare_tuners.sh: $exp_root/summary.md (printed too).
 
 Per method: trainable parameters, target and source test WER (tuner on / off), seconds per epoch
 and peak memory of the fine-tune, and the deployed int8 ONNX files (size, onnxruntime real-time
@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from local.summarize_run import fmt, read_wer, training_stats
+from local.reports.summarize_run import fmt, read_wer, training_stats
 from zipformer.core.atomic import atomic_write_text
 
 METHODS = {
@@ -47,7 +47,7 @@ def table(exp_root: Path, epochs: int) -> List[str]:
     base_dir = exp_root / "base" / res
     lines = [
         f"Embedded story, base pretrained/base.pt, {epochs} epochs of the target train set per method "
-        "(./local/compare_tuners.sh); greedy search, WER %.",
+        "(./local/benchmarks/compare_tuners.sh); greedy search, WER %.",
         "",
         "| method | trainable params (%) | target test | source test, on / off | s per epoch | peak memory MB "
         "| deployed int8 ONNX (size, RTF, target WER) |",

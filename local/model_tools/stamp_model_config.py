@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Give a model file that records no configuration (icefall's pretrained.pt) its configuration.
 
-  ./local/stamp_model_config.py --checkpoint icefall-.../exp/pretrained.pt \
+  ./local/model_tools/stamp_model_config.py --checkpoint icefall-.../exp/pretrained.pt \
       --bpe-model icefall-.../data/lang_bpe_500/bpe.model [the model-shape flags it was trained with] \
       --out exp/pretrained-with-config.pt
 

@@ -1,6 +1,6 @@
 """Deterministic plan of the embedded corpus: who says which sentence, through which channel.
 
-A plan is a list of `UtterancePlan`s; rendering one (local/channel.py) depends on nothing else, so
+A plan is a list of `UtterancePlan`s; rendering one (local/synth/channel.py) depends on nothing else, so
 the audio is the same whatever the number of worker processes. Each domain has its own pool of
 pseudo-speakers (a TTS voice with fixed pitch, speaking rate and timbre); dev and test speakers of a
 domain are held out from its train speakers.
@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from local.corpus_config import (
+from local.synth.corpus_config import (
     DOMAINS,
     SPLITS,
     AugmentConfig,

@@ -13,7 +13,7 @@ Prints a markdown table: algorithmic latency (chunk + the encoder's 13 frames of
 includes its feature extraction) and the real-time factor.
 
 Usage:
-  ./local/benchmark_streaming.py --out-dir /tmp/latency --config small --chunk-sizes 8,16,32 --threads 1
+  ./local/benchmarks/benchmark_streaming.py --out-dir /tmp/latency --config small --chunk-sizes 8,16,32 --threads 1
 """
 import argparse
 import os
@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-from local.benchmark_model import CONFIGS
+from local.benchmarks.benchmark_model import CONFIGS
 from zipformer.checkpoints.config import model_config
 from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.params import AttributeDict
@@ -38,7 +38,7 @@ from zipformer.model.builder import get_model
 from zipformer.model.flags import add_model_arguments
 from zipformer.model.streaming import EMBED_LOOK_AHEAD, TAIL_PAD_FRAMES, num_chunks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE_RATE = 16000
 FRAME_MS = 10
 PIECE_SECONDS = 0.1

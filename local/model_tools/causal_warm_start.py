@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start a causal (streaming) Zipformer from a trained non-causal one of the same shape.
 
-  ./local/causal_warm_start.py --checkpoint exp/base/noncausal.pt --out exp/causal_init.pt
+  ./local/model_tools/causal_warm_start.py --checkpoint exp/base/noncausal.pt --out exp/causal_init.pt
   ./zipformer/train.py --finetune-ckpt exp/causal_init.pt --chunk-size 16,32,64,-1 ...
 
 A causal model differs from a non-causal one only in its convolution modules: each depthwise
@@ -73,7 +73,7 @@ def main() -> None:
         if not loaded.model_config:
             raise UserError(
                 f"--checkpoint {args.checkpoint} records no model configuration: stamp it first with "
-                "./local/stamp_model_config.py"
+                "./local/model_tools/stamp_model_config.py"
             )
     converted = {
         "model": causal_state_dict(loaded.state_dict, getattr(torch, args.dtype)),

@@ -1,7 +1,7 @@
 """Command lines of the offline TTS engines (espeak-ng, flite, festival's text2wave).
 
 Each engine writes a mono WAV file at its own sampling rate (espeak-ng 22.05 kHz, flite 8/16 kHz,
-festival 16/32 kHz); local/channel.py resamples to 16 kHz.
+festival 16/32 kHz); local/synth/channel.py resamples to 16 kHz.
 """
 import shutil
 import subprocess

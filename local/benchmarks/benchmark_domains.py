@@ -10,8 +10,8 @@ scratch memory is counted, frees what it can, and reports its resident memory (R
 above the interpreter with PyTorch imported.
 
 Usage:
-  ./local/benchmark_domains.py                                   # adapters of dim 16, pretrained/base.pt
-  ./local/benchmark_domains.py --tuner lora --size 8 --domains 1,3,10
+  ./local/benchmarks/benchmark_domains.py                                   # adapters of dim 16, pretrained/base.pt
+  ./local/benchmarks/benchmark_domains.py --tuner lora --size 8 --domains 1,3,10
 """
 import argparse
 import json

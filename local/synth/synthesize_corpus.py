@@ -3,12 +3,12 @@
 
 Usage:
   # stage "text": sentence partitions from Debian's fortunes -> data/local/text/{domain}_{split}.tsv
-  ./local/synthesize_corpus.py text --text-dir data/local/text --seed 42
+  ./local/synth/synthesize_corpus.py text --text-dir data/local/text --seed 42
   # stage "audio": TTS + channel -> data/audio/..., data/manifests/{domain}_{recordings,supervisions}_{split}.jsonl.gz
-  ./local/synthesize_corpus.py audio --text-dir data/local/text --audio-dir data/audio \
+  ./local/synth/synthesize_corpus.py audio --text-dir data/local/text --audio-dir data/audio \
       --manifest-dir data/manifests --num-jobs 2 [--quick] [--source-train 3600 ...] [--corpus-config FILE.json]
 
-All knobs are in local/corpus_config.py. A stage (for audio: a split) is skipped when its outputs
+All knobs are in local/synth/corpus_config.py. A stage (for audio: a split) is skipped when its outputs
 exist and were made with the same settings; outputs made with other settings are an error (delete
 them to redo). A split of size 0 is not synthesized (e.g. --source-train 0 when the base model is
 shipped and only the target and the source dev/test sets are needed).
@@ -30,14 +30,14 @@ import soundfile as sf
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
 
-from local.channel import SAMPLE_RATE, render_waveform
 from local.compute_fbank import compute_features_for_cuts
-from local.corpus_config import DOMAINS, SPLITS, CorpusConfig, EngineVoices, load_config
-from local.corpus_plan import UtterancePlan, build_speakers, plan_corpus, plan_split
 from local.manifest_io import atomic_save
 from local.progress import ProgressLog
+from local.synth.channel import SAMPLE_RATE, render_waveform
+from local.synth.corpus_config import DOMAINS, SPLITS, CorpusConfig, EngineVoices, load_config
+from local.synth.corpus_plan import UtterancePlan, build_speakers, plan_corpus, plan_split
+from local.synth.tts import check_tools, synthesize
 from local.text_corpus import Sentence, build_text_pools, normalize_text
-from local.tts import check_tools, synthesize
 from zipformer.core.atomic import atomic_write_text
 from zipformer.core.errors import UserError, exit_on_user_error
 
@@ -295,9 +295,9 @@ def synthesize_utterances(
       texts: sentences in any casing/punctuation; supervisions get the normalised upper-case text.
       out_dir: receives audio/{id}.flac and, with compute_features, feats/ (lilcom) + cuts.jsonl.gz.
       domain: "source" (clean), "target" (telephone line, faster speech) or "target_b" (a fixed
-        far-field room); see local/corpus_config.py.
+        far-field room); see local/synth/corpus_config.py.
       split: whose pseudo-speakers speak ("train", or the held-out "dev"/"test" speakers).
-      config: corpus settings (voices, channel, ...); default: local/corpus_config.py's defaults.
+      config: corpus settings (voices, channel, ...); default: local/synth/corpus_config.py's defaults.
       seed: seed of speakers and channel (config.seed instead when a config is given).
       id_prefix: recording/supervision ids are "{id_prefix}-NNNNN" (default "{domain}-{split}").
     Returns:
@@ -332,7 +332,7 @@ def synthesize_utterances(
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the text split, speakers and channel")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for smoke tests (corpus_config.QUICK_SIZES)")
-    parser.add_argument("--corpus-config", type=Path, help="JSON overrides of local/corpus_config.py")
+    parser.add_argument("--corpus-config", type=Path, help="JSON overrides of local/synth/corpus_config.py")
     for domain in DOMAINS:
         for split in SPLITS:
             parser.add_argument(
