@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from zipformer.checkpoints.averaging import update_averaged_model
 from zipformer.checkpoints.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
@@ -36,7 +37,6 @@ from zipformer.checkpoints.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
     to_plain,
-    update_averaged_model,
 )
 from zipformer.checkpoints.config import apply_model_config, flags_given, model_config
 from zipformer.checkpoints.vocabulary import bpe_vocabulary, check_vocabulary, load_bpe_model

@@ -23,15 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import (
-    LoadedWeights,
-    add_checkpoint_arguments,
-    checkpoint_suffix,
-    epoch_numbers,
-    load_averaged_state_dict,
-    read_model_file,
-    write_checkpoint_file,
-)
+from zipformer.checkpoints.averaging import add_checkpoint_arguments, checkpoint_suffix, load_averaged_state_dict
+from zipformer.checkpoints.checkpoint import LoadedWeights, epoch_numbers, read_model_file, write_checkpoint_file
 from zipformer.checkpoints.config import flags_given, model_config
 from zipformer.checkpoints.loader import DecodingRecipe, resolve_weights
 from zipformer.core.atomic import atomic_write_text
