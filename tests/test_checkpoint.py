@@ -9,12 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import (
+from zipformer.checkpoints.averaging import (
     average_checkpoints,
     average_checkpoints_with_averaged_model,
+    load_averaged_state_dict,
+    update_averaged_model,
+)
+from zipformer.checkpoints.checkpoint import (
     copy_checkpoint,
     find_checkpoints,
-    load_averaged_state_dict,
     load_checkpoint,
     read_checkpoint_file,
     read_checkpoint_metadata,
@@ -22,7 +25,6 @@ from zipformer.checkpoints.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
     strip_ddp_prefix,
-    update_averaged_model,
 )
 from zipformer.core.errors import UserError
 from zipformer.core.params import AttributeDict

@@ -4,7 +4,8 @@ import argparse
 import pytest
 
 from zipformer.core.params import AttributeDict
-from zipformer.training.trainer import TrainingRecipe, get_parser
+from zipformer.training.flags import get_parser
+from zipformer.training.recipe import TrainingRecipe
 
 
 @pytest.mark.parametrize(

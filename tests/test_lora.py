@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zipformer.core.params import AttributeDict
-from zipformer.training.trainer import get_parser as training_parser
+from zipformer.training.flags import get_parser as training_parser
 from zipformer.tuners.recipes import TunerTrainingRecipe, get_tuned_model
 from zipformer.tuners.tuner import base_tensors, load_tuner_file, tuner_disabled
 from zipformer_lora.lora import LORA_TARGETS, LoraTuner, merge_lora

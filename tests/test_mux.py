@@ -12,7 +12,8 @@ from zipformer.core.errors import UserError
 from zipformer.data.asr_datamodule import AsrDataModule
 from zipformer.data.mux import MuxedCuts
 from zipformer.model.recipe import ModelRecipe
-from zipformer.training.trainer import TrainingRecipe, get_parser
+from zipformer.training.flags import get_parser
+from zipformer.training.recipe import TrainingRecipe
 
 
 def cuts(prefix: str, n: int) -> CutSet:

@@ -21,7 +21,8 @@ import onnx
 import pytest
 import torch
 
-from zipformer.checkpoints.checkpoint import load_averaged_state_dict, tensors_fingerprint
+from zipformer.checkpoints.averaging import load_averaged_state_dict
+from zipformer.checkpoints.checkpoint import tensors_fingerprint
 from zipformer.checkpoints.config import model_config
 from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.checkpoints.vocabulary import tokens_vocabulary

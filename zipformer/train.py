@@ -14,8 +14,10 @@ one worker per process (several machines). On CPU, DDP uses gloo.
 import argparse
 
 from zipformer.model.builder import get_model  # noqa: F401  (icefall's train.get_model)
-from zipformer.training.trainer import TrainingRecipe, get_params, main  # noqa: F401
-from zipformer.training.trainer import get_parser as _get_parser
+from zipformer.training.flags import get_params  # noqa: F401  (icefall's train.get_params)
+from zipformer.training.flags import get_parser as _get_parser
+from zipformer.training.main import main
+from zipformer.training.recipe import TrainingRecipe
 
 
 def get_parser() -> argparse.ArgumentParser:

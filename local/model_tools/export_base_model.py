@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from zipformer.checkpoints.checkpoint import load_averaged_state_dict
+from zipformer.checkpoints.averaging import load_averaged_state_dict
 from zipformer.core.atomic import write_atomically
 from zipformer.core.errors import exit_on_user_error, fail
 from zipformer.core.flag_types import str2bool

@@ -12,13 +12,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import (
-    LoadedWeights,
-    StateDict,
-    load_averaged_state_dict,
-    load_model_state_dict,
-    read_model_file,
-)
+from zipformer.checkpoints.averaging import load_averaged_state_dict
+from zipformer.checkpoints.checkpoint import LoadedWeights, StateDict, load_model_state_dict, read_model_file
 from zipformer.checkpoints.config import apply_model_config
 from zipformer.checkpoints.vocabulary import check_vocabulary
 from zipformer.core.errors import UserError

@@ -30,7 +30,7 @@ import onnx
 import torch
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import add_checkpoint_arguments, checkpoint_suffix
+from zipformer.checkpoints.averaging import add_checkpoint_arguments, checkpoint_suffix
 from zipformer.checkpoints.config import flags_given
 from zipformer.checkpoints.loader import DecodingRecipe, build_model, resolve_weights
 from zipformer.checkpoints.vocabulary import tokens_vocabulary

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import checkpoint_suffix
+from zipformer.checkpoints.averaging import checkpoint_suffix
 from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.errors import UserError
 from zipformer.core.params import AttributeDict

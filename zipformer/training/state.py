@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 # Schedules (dropout, layer skip, ...) of a model that is being fine-tuned start at their final
 # values: the pretrained model is past every warm-up. So do the loss scales (see
-# zipformer.training.trainer.loss_warm_step): the warm-up that lets the simple loss find alignments before
+# zipformer.training.schedule.loss_warm_step): the warm-up that lets the simple loss find alignments before
 # the pruned loss is trusted is for a model that cannot align yet. A fine-tune of a few hundred
 # steps that kept it would train mostly the simple loss (weight 1.0, pruned 0.1-0.2), not the
 # joiner that decodes.

@@ -1,7 +1,7 @@
 """A tuner (zipformer.tuners.tuner.Tuner) plugged into the shared training, decoding and export machinery.
 
 A tuner's recipe directory is its Tuner plus thin scripts:
-  train.py:       training.main(TunerTrainingRecipe(tuner))
+  train.py:       training_main(TunerTrainingRecipe(tuner))
   decode.py:      decode_main(tuner)        (with --forgetting-report: the tuner off and on)
   export-onnx.py: export_main(tuner)        (with --merge-{name} when the tuner can merge)
   export-onnx-streaming.py: streaming_export_main(tuner)  (a causal model; the same flags)
@@ -23,15 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import (
-    LoadedWeights,
-    add_checkpoint_arguments,
-    checkpoint_suffix,
-    epoch_numbers,
-    load_averaged_state_dict,
-    read_model_file,
-    write_checkpoint_file,
-)
+from zipformer.checkpoints.averaging import add_checkpoint_arguments, checkpoint_suffix, load_averaged_state_dict
+from zipformer.checkpoints.checkpoint import LoadedWeights, epoch_numbers, read_model_file, write_checkpoint_file
 from zipformer.checkpoints.config import flags_given, model_config
 from zipformer.checkpoints.loader import DecodingRecipe, resolve_weights
 from zipformer.core.atomic import atomic_write_text
@@ -47,8 +40,10 @@ from zipformer.deploy import export_streaming as onnx_export_streaming
 from zipformer.model.builder import check_causal
 from zipformer.model.builder import get_model as get_base_model
 from zipformer.model.flags import MODEL_CONFIG_KEYS, add_context_size_argument, add_model_arguments
-from zipformer.training import trainer as training
-from zipformer.training.trainer import TrainingRecipe, load_pretrained_weights
+from zipformer.training import flags as training_flags
+from zipformer.training.main import main as training_main
+from zipformer.training.pretrained_weights import load_pretrained_weights
+from zipformer.training.recipe import TrainingRecipe
 from zipformer.tuners.domain_session import DomainsSession
 from zipformer.tuners.domains import DomainsRecipe
 from zipformer.tuners.onnx_domains import export_domains
@@ -648,12 +643,12 @@ def train_script(tuner: Tuner) -> tuple:
     recipe = TunerTrainingRecipe(tuner)
 
     def get_parser() -> argparse.ArgumentParser:
-        return training.get_parser(recipe)
+        return training_flags.get_parser(recipe)
 
     def get_model(params: AttributeDict) -> nn.Module:
         return recipe.get_model(params)
 
-    return get_parser, training.get_params, get_model, lambda: training.main(recipe)
+    return get_parser, training_flags.get_params, get_model, lambda: training_main(recipe)
 
 
 def select_script(tuner: Tuner) -> tuple:
