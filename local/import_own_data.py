@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
-from local.compute_fbank import compute_fbank_for_manifests
+from local.features import compute_fbank_for_manifests
 from local.manifest_io import atomic_save
 from local.spoken_text import NormalizationReport
 from local.validate import check_audio_file, validate_manifests

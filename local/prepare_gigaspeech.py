@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 
 from lhotse import CutSet, RecordingSet, SupervisionSet
 
-from local.compute_fbank import compute_features_for_cuts, speed_perturb
+from local.features import compute_features_for_cuts, speed_perturb
 from local.manifest_io import atomic_save, up_to_date
 from local.validate import validate_manifests
 from zipformer.core.errors import UserError, exit_on_user_error

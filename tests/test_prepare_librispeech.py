@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from lhotse import load_manifest
 
-from local.compute_fbank import compute_fbank_for_manifests
+from local.features import compute_fbank_for_manifests
 from local.prepare_lang import read_manifest_texts, train_bpe
 from local.prepare_librispeech import SHUFFLED_TRAIN, prepare_manifests, shuffle_train_cuts
 from local.synth.synthesize_corpus import synthesize_utterances

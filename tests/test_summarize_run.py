@@ -1,7 +1,8 @@
 """local/reports/summarize_run.py: the training figures of the summary table, read from a training log."""
 from pathlib import Path
 
-from local.reports.summarize_run import build_summary, training_stats
+from local.reports.result_files import training_stats
+from local.reports.summarize_run import build_summary
 
 LOG = """\
 2026-11-24 09:23:58,001 INFO [training.py:360] A total of 52416 trainable parameters (1.480% of the whole model)

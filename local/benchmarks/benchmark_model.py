@@ -22,11 +22,12 @@ import random
 import resource
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, List, Tuple
 
 import torch
 from torch import nn
 
+from local.benchmarks.model_configs import CONFIGS
 from zipformer.core.errors import UserError, fail
 from zipformer.core.params import AttributeDict
 from zipformer.model.builder import count_parameters, get_model
@@ -35,19 +36,6 @@ from zipformer.model.scaling import set_batch_count
 
 FRAMES_PER_SECOND = 100
 FEATURE_DIM = 80
-# Model-shape flags of each configuration ("normal" is icefall's default model).
-CONFIGS: Dict[str, List[str]] = {
-    "normal": [],
-    "small": [
-        "--num-encoder-layers", "1",
-        "--feedforward-dim", "256",
-        "--encoder-dim", "128",
-        "--encoder-unmasked-dim", "128",
-        "--num-heads", "4",
-        "--decoder-dim", "256",
-        "--joiner-dim", "256",
-    ],
-}
 # Configurations whose full training step (losses included) is also timed.
 TRAINING_STEP_CONFIGS = ("small",)
 # Schedules (dropout, skip rates, ...) at their final values, as in most of a training run.

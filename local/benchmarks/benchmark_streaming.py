@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-from local.benchmarks.benchmark_model import CONFIGS
+from local.benchmarks.model_configs import CONFIGS
 from zipformer.checkpoints.config import model_config
 from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.params import AttributeDict

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from local.reports.summarize_run import GREEDY, read_wer
+from local.reports.result_files import GREEDY, read_wer
 from zipformer.core.errors import fail
 
 VALID_LINE = re.compile(r"Epoch (\d+), validation on (\w+): loss=([\d.]+),")

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from local.reports.summarize_run import GREEDY, fmt, read_wer, same_hyps
+from local.reports.result_files import GREEDY, fmt, read_wer, same_hyps
 from zipformer.core.atomic import atomic_write_text
 
 TEST_SETS = ("source", "target", "target_b")

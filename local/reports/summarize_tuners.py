@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from local.reports.summarize_run import fmt, read_wer, training_stats
+from local.reports.result_files import fmt, read_wer, training_stats
 from zipformer.core.atomic import atomic_write_text
 
 METHODS = {

@@ -30,7 +30,7 @@ import soundfile as sf
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
 
-from local.compute_fbank import compute_features_for_cuts
+from local.features import compute_features_for_cuts
 from local.manifest_io import atomic_save
 from local.progress import ProgressLog
 from local.synth.channel import SAMPLE_RATE, render_waveform
