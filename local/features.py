@@ -16,8 +16,8 @@ from local.manifest_io import atomic_save
 from local.progress import ProgressLog
 from local.validate import validate_manifests
 from zipformer.core.errors import UserError
+from zipformer.model.frontend import FEATURE_DIM
 
-NUM_MEL_BINS = 80
 SPEED_FACTORS = (0.9, 1.1)
 # Below this much audio, spawning worker processes (each imports torch) costs more than it saves.
 PARALLEL_MIN_SECONDS = 1800.0
@@ -29,7 +29,7 @@ def _single_thread_worker() -> None:
 
 
 def _extract_chunk(cuts: CutSet, storage_path: Path) -> CutSet:
-    extractor = Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS))
+    extractor = Fbank(FbankConfig(num_mel_bins=FEATURE_DIM))
     return cuts.compute_and_store_features(
         extractor=extractor,
         storage_path=storage_path,

@@ -38,9 +38,9 @@ from local.manifest_io import atomic_save
 from local.spoken_text import NormalizationReport
 from local.validate import check_audio_file, validate_manifests
 from zipformer.core.errors import UserError, exit_on_user_error
+from zipformer.model.frontend import SAMPLE_RATE
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph")
-SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 
 

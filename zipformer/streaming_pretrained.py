@@ -21,7 +21,8 @@ from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.errors import exit_on_user_error
 from zipformer.core.params import AttributeDict
 from zipformer.decoding import transcribe as pretrained
-from zipformer.decoding.streaming_session import FRAME_SHIFT, StreamingDecoder, check_streaming_flags
+from zipformer.decoding.streaming_session import StreamingDecoder, check_streaming_flags
+from zipformer.model.frontend import FRAME_SHIFT
 
 
 def stream_files(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> Dict[str, str]:

@@ -24,9 +24,10 @@ from lhotse import load_manifest
 
 from zipformer.core.errors import exit_on_user_error
 from zipformer.decoding.scoring import read_hypotheses
-from zipformer.deploy.inference import SAMPLE_RATE, read_tokens, tokens_to_text
+from zipformer.deploy.inference import read_tokens, tokens_to_text
 from zipformer.deploy.sherpa_online import stream_on_sherpa_frames
 from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
+from zipformer.model.frontend import SAMPLE_RATE
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,8 @@ import numpy as np
 from local.synth.corpus_config import RoomConfig
 from local.synth.corpus_plan import RenderSpec
 from zipformer.core.errors import UserError
+from zipformer.model.frontend import SAMPLE_RATE  # noqa: F401  (the rate everything here renders at)
 
-SAMPLE_RATE = 16000
 TELEPHONE_RATE = 8000
 _MU = 255.0
 

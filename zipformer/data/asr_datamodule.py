@@ -36,6 +36,7 @@ from zipformer.data.mux import MuxedCuts
 from zipformer.data.resumable_loader import ConsumedStateSampler, ResumableDataLoader
 from zipformer.data.sampling import WorkerSeeder, ignore_sigint, make_sampler
 from zipformer.data.storage_check import SkipUnreadableCuts, check_storage_files
+from zipformer.model.frontend import FEATURE_DIM
 
 INPUT_STRATEGIES = {"PrecomputedFeatures": PrecomputedFeatures, "AudioSamples": AudioSamples}
 
@@ -314,7 +315,7 @@ class AsrDataModule:
     # ---- dataloaders ----------------------------------------------------------------------------
     def _input_strategy(self) -> Any:
         if self.args.on_the_fly_feats:
-            return OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=80)))
+            return OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=FEATURE_DIM)))
         return INPUT_STRATEGIES[self.args.input_strategy]()
 
     def _concatenation(self) -> List[Callable[[CutSet], CutSet]]:

@@ -15,13 +15,13 @@ from lhotse.cut import Cut
 from lhotse.utils import compute_num_frames
 
 from zipformer.core.errors import UserError
+from zipformer.model.frontend import FRAME_SHIFT
 
 # Errors that reading a damaged or foreign JSONL(.gz) file raises inside lhotse:
 # truncated gzip (EOFError), bad gzip (OSError, zlib.error), bad JSON (ValueError),
 # JSON that is not a cut (KeyError, TypeError, ValueError).
 _MANIFEST_READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
 
-FEATURE_FRAME_SHIFT = 0.01  # seconds; lhotse Fbank default, used when cuts carry no features
 
 
 class _CheckedManifest:
@@ -120,7 +120,7 @@ class CutFilter:
         if not text.strip():
             return "no transcript"
         num_frames = cut.num_frames if cut.has_features else compute_num_frames(
-            cut.duration, FEATURE_FRAME_SHIFT, cut.sampling_rate
+            cut.duration, FRAME_SHIFT, cut.sampling_rate
         )
         if num_subsampled_frames(num_frames) < len(self.sp.encode(text)):
             return "more BPE tokens than encoder frames"

@@ -31,6 +31,7 @@ from zipformer.decoding.beam_search import (
     modified_beam_search_continue,
 )
 from zipformer.decoding.session import DecodingSession, Result
+from zipformer.model.frontend import FRAME_SHIFT
 from zipformer.model.streaming import (
     EMBED_LOOK_AHEAD,
     append_tail_padding,
@@ -44,8 +45,6 @@ from zipformer.model.streaming import (
 )
 
 STREAMING_METHODS = ("greedy_search", "modified_beam_search")
-# Seconds per feature frame (10 ms shift).
-FRAME_SHIFT = 0.01
 
 
 def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,6 @@ encoder projection and the decoder its decoder projection, so the joiner only ad
 projects to the vocabulary.
 """
 import argparse
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,13 +16,10 @@ import soundfile as sf
 
 from zipformer.core.errors import UserError
 from zipformer.data.domain_names import DOMAINS_METADATA, domain_index
+from zipformer.model.frontend import FEATURE_DIM, LOG_EPS, SAMPLE_RATE
 
 PathLike = Union[str, Path]
 
-SAMPLE_RATE = 16000
-NUM_MEL_BINS = 80
-# Padding value of fbank frames past an utterance's end: log(1e-10), as lhotse and sherpa-onnx pad.
-LOG_EPS = math.log(1e-10)
 # sherpa-onnx hard-codes the blank id.
 BLANK_ID = 0
 BLANK_SYMBOL = "<blk>"
@@ -83,7 +79,7 @@ def fbank_options(sample_rate: int = SAMPLE_RATE) -> knf.FbankOptions:
     opts.frame_opts.samp_freq = sample_rate
     opts.frame_opts.dither = 0.0
     opts.frame_opts.snip_edges = False
-    opts.mel_opts.num_bins = NUM_MEL_BINS
+    opts.mel_opts.num_bins = FEATURE_DIM
     opts.mel_opts.high_freq = -400
     return opts
 

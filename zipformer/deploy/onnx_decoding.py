@@ -19,9 +19,9 @@ from zipformer.decoding.session import Result, save_results
 from zipformer.deploy.inference import OnnxTransducer, read_tokens, tokens_to_text
 from zipformer.deploy.sherpa_online import decode_online, online_recognizer
 from zipformer.deploy.streaming_inference import OnnxStreamingTransducer, is_streaming
+from zipformer.model.frontend import FRAME_SHIFT
 
 RESULT_KEY = "greedy_search"
-FRAME_SHIFT_SECONDS = 0.01
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def decode_dataset(
             hyps = model.decode_features(x, x_lens, model.domain_indices(names, f"test set {test_set_name}"))
         for cut, ref, hyp in zip(batch["supervisions"]["cut"], batch["supervisions"]["text"], hyps):
             results.append((cut.id, ref.split(), tokens_to_text(hyp, tokens).split()))
-        audio_seconds += float(x_lens.sum()) * FRAME_SHIFT_SECONDS
+        audio_seconds += float(x_lens.sum()) * FRAME_SHIFT
         if batch_idx % 20 == 0:
             logging.info(f"[{test_set_name}] batch {batch_idx}, {len(results)} utterances")
     elapsed = time.time() - start

@@ -15,7 +15,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from zipformer.core.errors import UserError
-from zipformer.deploy.inference import LOG_EPS, OnnxTransducer, PathLike, _int_metadata
+from zipformer.deploy.inference import OnnxTransducer, PathLike, _int_metadata
+from zipformer.model.frontend import LOG_EPS
 
 # Frames of LOG_EPS after every utterance (zipformer/model/streaming.py TAIL_PAD_FRAMES; repeated here
 # so that this module needs no PyTorch import).

@@ -7,7 +7,6 @@ ConvNeXt cache `cached_embed_left_pad` (N, 128, 3, F') and `processed_lens` (N,)
 50 Hz frames each stream has consumed. The batch axis is dim 1 for each layer's first four
 tensors (key, nonlin_attn, val1, val2) and dim 0 for every other tensor.
 """
-import math
 from typing import List, Tuple
 
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 from zipformer.core.errors import UserError
 from zipformer.core.params import AttributeDict
 from zipformer.model.flags import parse_int_tuple
+from zipformer.model.frontend import LOG_EPS
 from zipformer.model.subsampling import make_pad_mask
 
 STATES_PER_LAYER = 6
@@ -25,9 +25,6 @@ BATCH_DIM_1 = (0, 1, 2, 3)
 # Frames past a chunk's own 2C that one chunk's features must carry: 7 for the convolutions of
 # the embed, 2·3 for the ConvNeXt's look-ahead of 3 frames at 50 Hz.
 EMBED_LOOK_AHEAD = 13
-
-# Padding value of fbank frames past an utterance's end: log(1e-10), as lhotse pads.
-LOG_EPS = math.log(1e-10)
 
 # Frames of LOG_EPS appended to every utterance of a causal model (icefall's decode.py and
 # streaming_decode.py), so that its last real frames are followed by a full chunk.

@@ -7,6 +7,7 @@ from zipformer.core.params import AttributeDict
 from zipformer.data.asr_datamodule import AsrDataModule
 from zipformer.loss.rnnt_loss import BACKENDS
 from zipformer.model.flags import add_context_size_argument, add_model_arguments
+from zipformer.model.frontend import frontend_params
 from zipformer.training.recipe import TrainingRecipe
 
 
@@ -112,4 +113,4 @@ def get_params() -> AttributeDict:
 
     Unlike icefall's, it holds no loop state (batch_idx_train, best losses): see TrainingState.
     """
-    return AttributeDict({"reset_interval": 200, "feature_dim": 80, "subsampling_factor": 4})
+    return AttributeDict({"reset_interval": 200, **frontend_params()})

@@ -26,6 +26,7 @@ from zipformer.checkpoints.checkpoint import copy_checkpoint, remove_checkpoints
 from zipformer.core.errors import UserError
 from zipformer.core.params import FrozenAttributeDict
 from zipformer.data.mux import MuxedCuts
+from zipformer.model.frontend import FRAME_SHIFT
 from zipformer.model.scaling import set_batch_count
 from zipformer.training.grad_scale import adjust_grad_scale
 from zipformer.training.loss import compute_loss, compute_validation_loss
@@ -119,7 +120,7 @@ class Trainer:
                 set_batch_count(self.model_unwrapped, get_adjusted_batch_count(params, state))
             state.batch_idx_train += 1
             batch_size = len(batch["supervisions"]["text"])
-            audio_seconds += batch["supervisions"]["num_frames"].sum().item() * 0.01
+            audio_seconds += batch["supervisions"]["num_frames"].sum().item() * FRAME_SHIFT
             state.epoch_audio_done = audio_before + audio_seconds
             state.epoch_batches_done = batch_idx + 1
 
