@@ -25,6 +25,7 @@ from zipformer.core.flag_types import int_at_least, str2bool
 from zipformer.core.logs import setup_logger
 from zipformer.core.params import AttributeDict
 from zipformer.data.asr_datamodule import AsrDataModule
+from zipformer.data.default_cuts import GIGASPEECH_TEST_CUTS, named_cuts
 from zipformer.decoding.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
 from zipformer.decoding.scoring import (
     log_wer_summary,
@@ -45,7 +46,7 @@ from zipformer.model.streaming import (
 SEARCH_METHODS = ("greedy_search", "beam_search", "modified_beam_search")
 # decode_gigaspeech.py: GigaSpeech's test sets and scoring, results in {exp_dir}/{method}_giga as icefall's.
 GIGASPEECH_DEFAULTS = {
-    "test_cuts": "dev=data/fbank/cuts_DEV.jsonl.gz,test=data/fbank/cuts_TEST.jsonl.gz",
+    "test_cuts": named_cuts(Path("data/fbank"), GIGASPEECH_TEST_CUTS),
     "gigaspeech_scoring": True,
     "res_dir_suffix": "_giga",
 }

@@ -38,6 +38,7 @@ from zipformer.core.atomic import atomic_write_text
 from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.flag_types import comma_list, flag_name, int_at_least, non_negative_float, str2bool
 from zipformer.core.params import AttributeDict
+from zipformer.data.default_cuts import default_cuts, default_dev_sets
 from zipformer.data.domain_names import add_cut_domain_arguments, add_file_domain_arguments, file_domains
 from zipformer.decoding import session as decoding
 from zipformer.decoding import transcribe as pretrained
@@ -75,26 +76,6 @@ from zipformer.tuners.tuner import (
     tuner_disabled,
     tuner_tensors,
 )
-
-# Without data flags a fine-tune trains on the new domain, as icefall's adapter recipe defaults to
-# GigaSpeech: its cut files when prepared (./prepare.sh --dataset gigaspeech), else the embedded
-# target domain; validation on both the old and the new domain.
-GIGASPEECH_TRAIN = "cuts_S.jsonl.gz"
-GIGASPEECH_VALID = {"librispeech": "librispeech_cuts_dev-clean.jsonl.gz", "gigaspeech": "cuts_DEV.jsonl.gz"}
-EMBEDDED_TRAIN = "target_cuts_train.jsonl.gz"
-EMBEDDED_VALID = {"source": "source_cuts_dev.jsonl.gz", "target": "target_cuts_dev.jsonl.gz"}
-
-
-def default_cuts(manifest_dir: Path) -> tuple[str, str, str]:
-    """(what, train cuts, valid cuts) of the fine-tuning data found in manifest_dir."""
-    if (manifest_dir / GIGASPEECH_TRAIN).is_file():
-        valid = {k: manifest_dir / v for k, v in GIGASPEECH_VALID.items() if (manifest_dir / v).is_file()}
-        train, what = manifest_dir / GIGASPEECH_TRAIN, "GigaSpeech"
-    else:
-        valid = {k: manifest_dir / v for k, v in EMBEDDED_VALID.items()}
-        train, what = manifest_dir / EMBEDDED_TRAIN, "the embedded target domain"
-    return what, str(train), ",".join(f"{k}={v}" for k, v in valid.items())
-
 
 
 def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_training: bool) -> None:
@@ -404,15 +385,6 @@ class _SelectionSession(DecodingSession):
     """Decodes the dev sets into {exp_dir}/selection/{method}, apart from decode.py's test results."""
 
     results_subdir = "selection"
-
-
-def default_dev_sets(manifest_dir: Path) -> tuple[str, str]:
-    """(source dev, target dev) cut files of the fine-tuning data found in manifest_dir."""
-    if (manifest_dir / GIGASPEECH_TRAIN).is_file():
-        source, target = GIGASPEECH_VALID["librispeech"], GIGASPEECH_VALID["gigaspeech"]
-    else:
-        source, target = EMBEDDED_VALID["source"], EMBEDDED_VALID["target"]
-    return str(manifest_dir / source), str(manifest_dir / target)
 
 
 def get_select_parser(tuner: Tuner) -> argparse.ArgumentParser:
