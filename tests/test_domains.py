@@ -26,6 +26,7 @@ from zipformer.model.builder import get_model as get_base_model
 from zipformer.model.flags import add_model_arguments
 from zipformer.onnx_pretrained import transcribe as onnx_transcribe
 from zipformer.tuners.domains import DomainRegistry, DomainsRecipe, load_domains
+from zipformer.tuners.files import save_tuner_file
 from zipformer.tuners.recipes import (
     TunerDecodingRecipe,
     decode_domains,
@@ -34,7 +35,8 @@ from zipformer.tuners.recipes import (
     get_tuned_model,
 )
 from zipformer.tuners.recipes import transcribe as tuner_transcribe
-from zipformer.tuners.tuner import base_tensors, domains_selected, save_tuner_file
+from zipformer.tuners.stacking import domains_selected
+from zipformer.tuners.tensors import base_tensors
 from zipformer_adapter.adapter import AdapterTuner
 from zipformer_lora.lora import LoraTuner
 

@@ -4,7 +4,7 @@
 one base. Each is checked (its tuner, its size against its tensors, its base fingerprint against
 the base checkpoint), then the tuner stacks them (Tuner.stack_domains): the base weights are held
 once, each domain adds only its tuner tensors, and one forward pass runs every utterance of a
-batch in its own domain (`zipformer.tuners.tuner.domains_selected`; -1 = the base model, exactly).
+batch in its own domain (`zipformer.tuners.stacking.domains_selected`; -1 = the base model, exactly).
 Different adapter dims or LoRA ranks are zero-padded to the largest (exact, see stack_padded).
 One registry holds one tuner: a file of another tuner is refused.
 
@@ -20,24 +20,17 @@ from typing import Iterator, List, Sequence
 import torch
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import LoadedWeights, read_model_file
+from zipformer.checkpoints.checkpoint import LoadedWeights, StateDict, read_model_file
 from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.errors import UserError
 from zipformer.core.flag_types import flag_name
 from zipformer.core.params import AttributeDict
 from zipformer.data.domain_names import domain_index, parse_tuners
 from zipformer.model.builder import get_model as get_base_model
-from zipformer.tuners.tuner import (
-    DomainTensors,
-    StateDict,
-    Tuner,
-    base_fingerprint,
-    base_tensors,
-    check_base_fingerprint,
-    domains_selected,
-    load_tuner_file,
-    load_with_tuner,
-)
+from zipformer.tuners.files import base_fingerprint, check_base_fingerprint, load_tuner_file
+from zipformer.tuners.stacking import DomainTensors, domains_selected
+from zipformer.tuners.tensors import base_tensors, load_with_tuner
+from zipformer.tuners.tuner import Tuner
 
 
 def load_domains(spec: str, tuner: Tuner, base: StateDict, base_source: str) -> List[DomainTensors]:

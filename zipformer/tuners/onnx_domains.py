@@ -35,7 +35,9 @@ from zipformer.deploy.export import (
 )
 from zipformer.deploy.inference import OnnxTransducer
 from zipformer.tuners.domains import DomainsRecipe
-from zipformer.tuners.tuner import Tuner, base_fingerprint, domains_selected
+from zipformer.tuners.files import base_fingerprint
+from zipformer.tuners.stacking import domains_selected
+from zipformer.tuners.tuner import Tuner
 
 
 class OnnxDomainsEncoder(nn.Module):

@@ -25,6 +25,7 @@ from torch import nn
 
 from zipformer.checkpoints.checkpoint import (
     LoadedWeights,
+    StateDict,
     add_checkpoint_arguments,
     checkpoint_suffix,
     epoch_numbers,
@@ -52,6 +53,7 @@ from zipformer.training import trainer as training
 from zipformer.training.trainer import TrainingRecipe, load_pretrained_weights
 from zipformer.tuners.domain_session import DomainsSession
 from zipformer.tuners.domains import DomainsRecipe
+from zipformer.tuners.files import base_fingerprint, combine_base_and_tuner, load_tuner_file, save_tuner_file
 from zipformer.tuners.onnx_domains import export_domains
 from zipformer.tuners.selection import (
     SELECTION_FILE,
@@ -62,20 +64,15 @@ from zipformer.tuners.selection import (
     make_row,
     write_selection,
 )
-from zipformer.tuners.tuner import (
-    StateDict,
-    Tuner,
-    base_fingerprint,
+from zipformer.tuners.tensors import (
     base_tensors,
     check_tuner_size,
-    combine_base_and_tuner,
     freeze_all_but_tuner,
-    load_tuner_file,
     load_with_tuner,
-    save_tuner_file,
     tuner_disabled,
     tuner_tensors,
 )
+from zipformer.tuners.tuner import Tuner
 
 
 def add_tuner_arguments(parser: argparse.ArgumentParser, tuner: Tuner, for_training: bool) -> None:
