@@ -7,9 +7,11 @@ import torch
 from zipformer.checkpoints.checkpoint import LoadedWeights
 from zipformer.core.errors import UserError
 from zipformer.core.params import AttributeDict
+from zipformer.data.default_cuts import default_cuts
 from zipformer.training.flags import get_parser as training_parser
-from zipformer.tuners.recipes import TunerDecodingRecipe, TunerTrainingRecipe, default_cuts, get_tuned_model
-from zipformer.tuners.tuner import base_fingerprint, freeze_all_but_tuner, load_tuner_file, tuner_disabled
+from zipformer.tuners.files import base_fingerprint, load_tuner_file
+from zipformer.tuners.recipes import TunerDecodingRecipe, TunerTrainingRecipe, get_tuned_model
+from zipformer.tuners.tensors import freeze_all_but_tuner, tuner_disabled
 from zipformer_adapter.adapter import AdapterModule, AdapterTuner, is_adapter_key
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script

@@ -18,6 +18,8 @@ from zipformer.checkpoints.vocabulary import tokens_vocabulary
 from zipformer.core.errors import UserError
 from zipformer.core.params import AttributeDict
 from zipformer.data.domain_names import domain_index, parse_tuners
+from zipformer.decoding import session as decoding
+from zipformer.decoding import transcribe as pretrained
 from zipformer.decoding.beam_search import greedy_search_batch, modified_beam_search
 from zipformer.deploy import onnx_decoding as onnx_decode
 from zipformer.deploy.export import read_metadata
@@ -25,16 +27,14 @@ from zipformer.deploy.inference import OnnxTransducer, pad_features, read_tokens
 from zipformer.model.builder import get_model as get_base_model
 from zipformer.model.flags import add_model_arguments
 from zipformer.onnx_pretrained import transcribe as onnx_transcribe
+from zipformer.tuners.decode_main import TunerDecodeRecipe, decode_domains
 from zipformer.tuners.domains import DomainRegistry, DomainsRecipe, load_domains
-from zipformer.tuners.recipes import (
-    TunerDecodingRecipe,
-    decode_domains,
-    get_decode_parser,
-    get_pretrained_parser,
-    get_tuned_model,
-)
-from zipformer.tuners.recipes import transcribe as tuner_transcribe
-from zipformer.tuners.tuner import base_tensors, domains_selected, save_tuner_file
+from zipformer.tuners.files import save_tuner_file
+from zipformer.tuners.pretrained_main import TunerPretrainedRecipe
+from zipformer.tuners.pretrained_main import transcribe as tuner_transcribe
+from zipformer.tuners.recipes import TunerDecodingRecipe, get_tuned_model
+from zipformer.tuners.stacking import domains_selected
+from zipformer.tuners.tensors import base_tensors
 from zipformer_adapter.adapter import AdapterTuner
 from zipformer_lora.lora import LoraTuner
 
@@ -399,10 +399,11 @@ def test_decode_mixed_domains_table_equals_separate_decodes(tiny_corpus, trained
 
 
 def in_process_pretrained(tuner, argv: List[str]) -> List[str]:
-    parser = get_pretrained_parser(tuner)
+    recipe = TunerPretrainedRecipe(tuner)
+    parser = pretrained.get_parser(recipe)
     params = AttributeDict(vars(parser.parse_args(argv)))
     params.update(feature_dim=80, subsampling_factor=4)
-    return tuner_transcribe(tuner, params, flags_given(parser, argv))
+    return tuner_transcribe(recipe, params, flags_given(parser, argv))
 
 
 @pytest.mark.slow
@@ -439,7 +440,7 @@ def test_pretrained_onnx_pretrained_and_onnx_decode_take_each_utterances_domain(
     (tmp_path / "decode").mkdir()
     with restored_root_logging():
         onnx_decode.run(onnx_decode.get_parser().parse_args(argv))
-        parser = get_decode_parser(tuner)
+        parser = decoding.get_parser(TunerDecodeRecipe(tuner))
         decode_domains(tuner, parser.parse_args(decode_argv), flags_given(parser, decode_argv))
     for name in ("source", "target"):
         (onnx_recogs,) = (tmp_path / "onnx_decode" / "greedy_search").glob(f"recogs-{name}-*.txt")

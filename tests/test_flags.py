@@ -65,17 +65,18 @@ def _onnx_pretrained_parser() -> argparse.ArgumentParser:
 
 
 def _tuner_merge_parser() -> argparse.ArgumentParser:
-    from zipformer.tuners.recipes import get_merge_parser
+    from zipformer.tuners.merge_main import get_merge_parser
+    from zipformer.tuners.recipes import TunerDecodingRecipe
     from zipformer_lora.lora import LoraTuner
 
-    return get_merge_parser(LoraTuner())
+    return get_merge_parser(TunerDecodingRecipe(LoraTuner()))
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    from zipformer.checkpoints.loader import DecodingRecipe
+    from zipformer.deploy.export import ExportRecipe
     from zipformer.deploy.export import get_parser as export_parser
 
-    return export_parser(DecodingRecipe())
+    return export_parser(ExportRecipe())
 
 
 @pytest.mark.parametrize(

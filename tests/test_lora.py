@@ -7,8 +7,9 @@ import torch
 
 from zipformer.core.params import AttributeDict
 from zipformer.training.flags import get_parser as training_parser
+from zipformer.tuners.files import load_tuner_file
 from zipformer.tuners.recipes import TunerTrainingRecipe, get_tuned_model
-from zipformer.tuners.tuner import base_tensors, load_tuner_file, tuner_disabled
+from zipformer.tuners.tensors import base_tensors, tuner_disabled
 from zipformer_lora.lora import LORA_TARGETS, LoraTuner, merge_lora
 
 from conftest import TINY_MODEL_FLAGS, data_flags, run_script

@@ -41,8 +41,9 @@ from zipformer.deploy.inference import (
 )
 from zipformer.model.builder import get_model as get_base_model
 from zipformer.model.flags import add_model_arguments
+from zipformer.tuners.files import base_fingerprint, save_tuner_file
 from zipformer.tuners.recipes import TunerDecodingRecipe, get_tuned_model
-from zipformer.tuners.tuner import base_fingerprint, save_tuner_file, tuner_disabled, tuner_tensors
+from zipformer.tuners.tensors import tuner_disabled, tuner_tensors
 from zipformer_adapter.adapter import AdapterTuner
 
 from conftest import run_script

@@ -26,7 +26,7 @@ from zipformer.model.streaming import (
     streaming_forward,
     unstack_states,
 )
-from zipformer.tuners.tuner import tuner_disabled
+from zipformer.tuners.tensors import tuner_disabled
 from zipformer_adapter.adapter import AdapterTuner, add_adapters
 
 from conftest import TINY_MODEL_FLAGS

@@ -10,16 +10,13 @@ result files into {exp_dir}/{decoding_method}_giga/. Every decode.py flag works 
 """
 import argparse
 
-from zipformer.checkpoints.loader import DecodingRecipe
-from zipformer.decoding.session import GIGASPEECH_DEFAULTS, main
+from zipformer.decoding.session import GigaSpeechDecodingRecipe, main
 from zipformer.decoding.session import get_parser as _get_parser
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = _get_parser(DecodingRecipe())
-    parser.set_defaults(**GIGASPEECH_DEFAULTS)
-    return parser
+    return _get_parser(GigaSpeechDecodingRecipe())
 
 
 if __name__ == "__main__":
-    main(DecodingRecipe(), get_parser())
+    main(GigaSpeechDecodingRecipe())

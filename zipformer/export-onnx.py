@@ -13,16 +13,16 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.deploy import export as onnx_export
+from zipformer.deploy.export import ExportRecipe
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return onnx_export.get_parser(DecodingRecipe())
+    return onnx_export.get_parser(ExportRecipe())
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Path]:
-    return onnx_export.main(DecodingRecipe(), argv=argv)
+    return onnx_export.main(ExportRecipe(), argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import logging
 from typing import Dict
 
-from zipformer.checkpoints.config import flags_given
 from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.errors import exit_on_user_error
 from zipformer.core.params import AttributeDict
@@ -58,12 +57,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(recipe: DecodingRecipe) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    parser = pretrained.get_parser(recipe)
-    params = AttributeDict(vars(parser.parse_args()))
-    params.update(feature_dim=80, subsampling_factor=4)
+    params, given = pretrained.pretrained_params(recipe)
     with exit_on_user_error():
-        texts: Dict[str, str] = stream_files(params, recipe, flags_given(parser))
+        texts: Dict[str, str] = stream_files(params, recipe, given)
     print()
     for name in params.sound_files:
         print(f"{name}:\n{texts[name]}\n")

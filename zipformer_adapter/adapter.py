@@ -3,7 +3,7 @@
 `AdapterTuner` puts four `AdapterModule`s into every `Zipformer2EncoderLayer`, at the insertion
 points the base layer exposes (the reference's positions and parameter names, so checkpoints
 interoperate with icefall's adapter recipe). The base model's code is not copied; everything
-that is not specific to adapters (freezing, files, loading, the scripts) is zipformer.tuners.recipes's.
+that is not specific to adapters (freezing, files, loading, the scripts) is zipformer.tuners's.
 """
 import argparse
 from typing import List, Mapping, Optional, Sequence
@@ -16,7 +16,8 @@ from zipformer.core.flag_types import int_at_least, str2bool
 from zipformer.core.params import AttributeDict
 from zipformer.model.scaling import SwooshL
 from zipformer.model.zipformer import Zipformer2EncoderLayer
-from zipformer.tuners.tuner import DomainTensors, Tuner, base_rows_kept, per_utterance, take_stacked
+from zipformer.tuners.stacking import DomainTensors, base_rows_kept, per_utterance, take_stacked
+from zipformer.tuners.tuner import Tuner
 
 # Assignment order gives icefall's state_dict order (mid, post_sa, post_conv, adapter).
 ADAPTER_POSITIONS = ("mid_adapter", "post_sa_adapter", "post_conv_adapter", "adapter")

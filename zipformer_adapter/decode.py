@@ -14,7 +14,7 @@
   ./zipformer_adapter/decode.py ... --use-adapters 1 --forgetting-report 1
   # GigaSpeech scoring: --gigaspeech-scoring 1 --test-cuts dev=data/fbank/cuts_DEV.jsonl.gz,test=data/fbank/cuts_TEST.jsonl.gz
 """
-from zipformer.tuners.recipes import decode_script
+from zipformer.tuners.scripts import decode_script
 from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = decode_script(AdapterTuner())

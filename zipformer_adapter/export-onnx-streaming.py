@@ -15,7 +15,7 @@ Adapters add no cached state: the inputs, outputs and streaming metadata are the
 the encoder's metadata also records the adapters (use_adapters, adapter_dim, adapter_positions,
 num_adapters, adapter_fingerprint, base_fingerprint). --use-adapters 0 exports the base model.
 """
-from zipformer.tuners.recipes import streaming_export_script
+from zipformer.tuners.scripts import streaming_export_script
 from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = streaming_export_script(AdapterTuner(), "zipformer_adapter/exp")

@@ -17,7 +17,7 @@ adapter_dim, adapter_positions, num_adapters, adapter_fingerprint and base_finge
 with an int64 input `domain` (N,), for onnxruntime (sherpa-onnx has no such input):
 {encoder,decoder,joiner}-domains-a-b.onnx.
 """
-from zipformer.tuners.recipes import export_script
+from zipformer.tuners.scripts import export_script
 from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = export_script(AdapterTuner(), "zipformer_adapter/exp")

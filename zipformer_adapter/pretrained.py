@@ -8,7 +8,7 @@ Several domains on one base: --checkpoint pretrained.pt --tuners a=adapter-a.pt,
 --domains a,b,base x.wav y.wav z.wav (or one --domain for all). Everything else is as in
 ./zipformer/pretrained.py.
 """
-from zipformer.tuners.recipes import pretrained_script
+from zipformer.tuners.scripts import pretrained_script
 from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, main = pretrained_script(AdapterTuner())

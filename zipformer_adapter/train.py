@@ -15,7 +15,7 @@ Next to epoch-N.pt it writes adapter-epoch-N.pt: the adapters alone (a few MB) w
 configuration and a fingerprint of the base model. Resuming (--start-epoch N+1) needs no change of
 --do-finetune. --use-adapters 0 makes this full fine-tuning (use a lower --base-lr, e.g. 0.0045).
 """
-from zipformer.tuners.recipes import train_script
+from zipformer.tuners.scripts import train_script
 from zipformer_adapter.adapter import AdapterTuner
 
 get_parser, get_params, get_model, main = train_script(AdapterTuner())

@@ -8,7 +8,7 @@
   # several domains on one base, each cut in its own (README "Several domains on one base"):
   #   --base-ckpt pretrained.pt --tuners a=lora-a.pt,b=lora-b.pt --cut-domains set1=a,set2=base
 """
-from zipformer.tuners.recipes import decode_script
+from zipformer.tuners.scripts import decode_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, main = decode_script(LoraTuner())

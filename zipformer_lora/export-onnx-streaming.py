@@ -11,7 +11,7 @@ named {encoder,decoder,joiner}-epoch-20-avg-1-lora-merged-chunk-16-left-128.onnx
 low-rank terms are in the graph. The encoder's metadata records use_lora, lora_r,
 lora_fingerprint, base_fingerprint (and lora_merged) beside the streaming metadata.
 """
-from zipformer.tuners.recipes import streaming_export_script
+from zipformer.tuners.scripts import streaming_export_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, main = streaming_export_script(LoraTuner(), "zipformer_lora/exp")

@@ -12,7 +12,7 @@ lora_fingerprint, base_fingerprint (and lora_merged).
 with an int64 input `domain` (N,), for onnxruntime (sherpa-onnx has no such input):
 {encoder,decoder,joiner}-domains-a-b.onnx.
 """
-from zipformer.tuners.recipes import export_script
+from zipformer.tuners.scripts import export_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, main = export_script(LoraTuner(), "zipformer_lora/exp")

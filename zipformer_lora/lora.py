@@ -27,7 +27,8 @@ from zipformer.core.flag_types import int_at_least, str2bool
 from zipformer.core.params import AttributeDict
 from zipformer.model.scaling import ActivationDropoutAndLinear
 from zipformer.model.zipformer import Zipformer2EncoderLayer
-from zipformer.tuners.tuner import DomainTensors, Tuner, base_rows_kept, per_utterance, take_stacked
+from zipformer.tuners.stacking import DomainTensors, base_rows_kept, per_utterance, take_stacked
+from zipformer.tuners.tuner import Tuner
 
 # (module path inside a Zipformer2EncoderLayer) of every linear map LoRA adapts.
 LORA_TARGETS = (

@@ -9,7 +9,7 @@ Writes {"model": state_dict} (icefall's pretrained.pt layout: 743 tensors for th
 with the model configuration and vocabulary: zipformer/decode.py, zipformer/export-onnx.py and
 icefall's own scripts load it like any Zipformer.
 """
-from zipformer.tuners.recipes import merge_script
+from zipformer.tuners.scripts import merge_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, main = merge_script(LoraTuner())

@@ -8,7 +8,7 @@ Several domains on one base: --checkpoint pretrained.pt --tuners a=lora-a.pt,b=l
 --domains a,b,base x.wav y.wav z.wav (or one --domain for all). Everything else is as in
 ./zipformer/pretrained.py.
 """
-from zipformer.tuners.recipes import pretrained_script
+from zipformer.tuners.scripts import pretrained_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, main = pretrained_script(LoraTuner())

@@ -11,7 +11,7 @@ Decodes the source dev set once with the lora off (the base model, the reference
 with every candidate (every epoch present by default; --avg-candidates; the plain mean and the
 averaged model), prints the table and writes the choice to {exp_dir}/selected-checkpoint.json.
 """
-from zipformer.tuners.recipes import select_script
+from zipformer.tuners.scripts import select_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, main = select_script(LoraTuner())

@@ -9,7 +9,7 @@ The data, resuming and files are as for ./zipformer_adapter/train.py: without da
 fine-tunes on GigaSpeech (when prepared) or the embedded target domain; next to epoch-N.pt it
 writes lora-epoch-N.pt, the LoRA tensors alone. --use-lora 0 makes this full fine-tuning.
 """
-from zipformer.tuners.recipes import train_script
+from zipformer.tuners.scripts import train_script
 from zipformer_lora.lora import LoraTuner
 
 get_parser, get_params, get_model, main = train_script(LoraTuner())

@@ -31,15 +31,11 @@ from zipformer.model.builder import get_model as get_base_model
 from zipformer.model.flags import add_model_arguments
 from zipformer.training.memory import release_freed_memory, resident_memory_mb
 from zipformer.tuners.domains import DomainRegistry, load_domains
+from zipformer.tuners.files import load_tuner_file, save_tuner_file
 from zipformer.tuners.recipes import get_tuned_model
-from zipformer.tuners.tuner import (
-    Tuner,
-    base_tensors,
-    domains_selected,
-    load_tuner_file,
-    load_with_tuner,
-    save_tuner_file,
-)
+from zipformer.tuners.stacking import domains_selected
+from zipformer.tuners.tensors import base_tensors, load_with_tuner
+from zipformer.tuners.tuner import Tuner
 from zipformer_adapter.adapter import AdapterTuner
 from zipformer_lora.lora import LoraTuner
 

@@ -27,10 +27,10 @@ import torch
 
 from local.benchmarks.model_configs import CONFIGS
 from zipformer.checkpoints.config import model_config
-from zipformer.checkpoints.loader import DecodingRecipe
 from zipformer.core.params import AttributeDict
 from zipformer.decoding.streaming_session import StreamingDecoder
 from zipformer.deploy import export_streaming as onnx_export_streaming
+from zipformer.deploy.export import ExportRecipe
 from zipformer.deploy.inference import compute_fbank, read_tokens
 from zipformer.deploy.sherpa_online import decode_online, online_recognizer
 from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
@@ -90,10 +90,10 @@ def main() -> None:
         params = model_params(CONFIGS[args.config], vocab_size, chunk_size, args.left_context_frames)
         torch.manual_seed(0)
         model = get_model(params).eval()
-        config = model_config(params, DecodingRecipe().config_keys)
+        config = model_config(params, ExportRecipe().config_keys)
         torch.save({"model": model.state_dict(), "model_config": config}, exp_dir / "epoch-1.pt")
         files = onnx_export_streaming.main(
-            DecodingRecipe(), str(exp_dir), argv=[
+            ExportRecipe(), argv=[
                 "--tokens", str(args.tokens), "--exp-dir", str(exp_dir), "--epoch", "1", "--avg", "1",
                 "--use-averaged-model", "0", "--causal", "1", "--chunk-size", str(chunk_size),
                 "--left-context-frames", str(args.left_context_frames),

@@ -8,7 +8,8 @@ Callers run the two apart: between them, the resolved configuration names decodi
 and decides the chunk configuration a causal model decodes with.
 """
 import logging
-from typing import Any, Mapping
+from contextlib import nullcontext
+from typing import Any, ContextManager, Mapping
 
 from torch import nn
 
@@ -23,7 +24,7 @@ from zipformer.model.recipe import ModelRecipe
 
 
 class DecodingRecipe(ModelRecipe):
-    """Hooks of decoding and export. The base recipe decodes a plain model."""
+    """Hooks of decoding, and of the loading that export shares. The base recipe decodes a plain model."""
 
     def load_state_dict(self, params: AttributeDict) -> LoadedWeights:
         """The weights to use: `--checkpoint FILE` (pretrained.py), else averaged per --epoch/--iter/--avg."""
@@ -38,6 +39,10 @@ class DecodingRecipe(ModelRecipe):
     def describe(self, params: AttributeDict) -> str:
         """Extra words for the result-file suffix."""
         return ""
+
+    def batch_context(self, model: nn.Module, batch: dict) -> ContextManager:
+        """What `model` decodes `batch` inside (e.g. each utterance in its domain); the base recipe: nothing."""
+        return nullcontext()
 
 
 def check_vocab_size(state_dict: StateDict, params: AttributeDict, source: str, flag: str) -> None:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from zipformer.core.errors import UserError
 from zipformer.core.flag_types import int_at_least, open_fraction, positive_float, str2bool
 from zipformer.data.cuts import filter_cuts, load_cuts, parse_named_paths
+from zipformer.data.default_cuts import DEFAULT_MUSAN_CUTS, DEFAULT_TEST_CUTS, DEFAULT_TRAIN_CUTS, DEFAULT_VALID_CUTS
 from zipformer.data.mux import MuxedCuts
 from zipformer.data.resumable_loader import ConsumedStateSampler, ResumableDataLoader
 from zipformer.data.sampling import WorkerSeeder, ignore_sigint, make_sampler
@@ -40,11 +41,6 @@ from zipformer.model.frontend import FEATURE_DIM
 
 INPUT_STRATEGIES = {"PrecomputedFeatures": PrecomputedFeatures, "AudioSamples": AudioSamples}
 
-# Defaults of the cut-file flags, relative to --manifest-dir.
-DEFAULT_TRAIN_CUTS = "source_cuts_train.jsonl.gz"
-DEFAULT_VALID_CUTS = {"source": "source_cuts_dev.jsonl.gz"}
-DEFAULT_TEST_CUTS = {"source": "source_cuts_test.jsonl.gz", "target": "target_cuts_test.jsonl.gz"}
-DEFAULT_MUSAN_CUTS = "musan_cuts.jsonl.gz"
 
 class AsrDataModule:
     """Cut loading, samplers and datasets configured by the flags of `add_arguments`.

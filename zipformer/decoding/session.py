@@ -1,15 +1,15 @@
 """Decoding shared by every recipe: flags, searches over cut sets, result files.
 
-A recipe customises it through `zipformer.checkpoints.loader.DecodingRecipe` (how the model is built and how
-weights are loaded into it), so a tuner recipe's decode.py stays a few lines. The model, its
-configuration and vocabulary come from `zipformer.checkpoints.loader` (resolve_weights, build_model).
+A recipe customises it through `zipformer.checkpoints.loader.DecodingRecipe` (how the model is built, how
+weights are loaded into it, what a batch decodes inside), so a tuner recipe's decode.py stays a few
+lines. The model, its configuration and vocabulary come from `zipformer.checkpoints.loader`
+(resolve_weights, build_model).
 """
 import argparse
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
 import torch
@@ -25,6 +25,7 @@ from zipformer.core.flag_types import int_at_least, str2bool
 from zipformer.core.logs import setup_logger
 from zipformer.core.params import AttributeDict
 from zipformer.data.asr_datamodule import AsrDataModule
+from zipformer.data.default_cuts import GIGASPEECH_TEST_CUTS, named_cuts
 from zipformer.decoding.beam_search import beam_search, greedy_search, greedy_search_batch, modified_beam_search
 from zipformer.decoding.scoring import (
     log_wer_summary,
@@ -43,17 +44,9 @@ from zipformer.model.streaming import (
 )
 
 SEARCH_METHODS = ("greedy_search", "beam_search", "modified_beam_search")
-# decode_gigaspeech.py: GigaSpeech's test sets and scoring, results in {exp_dir}/{method}_giga as icefall's.
-GIGASPEECH_DEFAULTS = {
-    "test_cuts": "dev=data/fbank/cuts_DEV.jsonl.gz,test=data/fbank/cuts_TEST.jsonl.gz",
-    "gigaspeech_scoring": True,
-    "res_dir_suffix": "_giga",
-}
 
 # (cut_id, reference words, hypothesis words)
 Result = Tuple[str, List[str], List[str]]
-# What a batch is decoded inside (e.g. each utterance's domain in a model of several domains).
-BatchContext = Callable[[dict], ContextManager]
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +78,14 @@ def get_parser(recipe: DecodingRecipe) -> argparse.ArgumentParser:
     AsrDataModule.add_arguments(parser)
     recipe.add_arguments(parser)
     return parser
+
+
+class GigaSpeechDecodingRecipe(DecodingRecipe):
+    """decode_gigaspeech.py: GigaSpeech's test sets and scoring, results in {exp_dir}/{method}_giga as icefall's."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        test_cuts = named_cuts(Path("data/fbank"), GIGASPEECH_TEST_CUTS)
+        parser.set_defaults(test_cuts=test_cuts, gigaspeech_scoring=True, res_dir_suffix="_giga")
 
 
 def check_decoding_method(params: AttributeDict) -> None:
@@ -163,8 +164,9 @@ def decode_dataset(
     model: nn.Module,
     sp: spm.SentencePieceProcessor,
     test_set_name: str,
-    batch_context: Optional[BatchContext] = None,
+    recipe: DecodingRecipe,
 ) -> List[Result]:
+    """Decode every batch of `dl` inside the recipe's batch_context; the results in the loader's order."""
     results: List[Result] = []
     start = time.time()
     audio_seconds = 0.0
@@ -172,7 +174,7 @@ def decode_dataset(
         cut_ids = [cut.id for cut in batch["supervisions"]["cut"]]
         refs = batch["supervisions"]["text"]
         warn_non_finite_features(batch["inputs"], cut_ids, test_set_name)
-        with batch_context(batch) if batch_context else nullcontext():
+        with recipe.batch_context(model, batch):
             hyps = decode_batch(params, model, sp, batch)
         for cut_id, ref, hyp in zip(cut_ids, refs, hyps):
             results.append((cut_id, ref.split(), hyp))
@@ -223,6 +225,7 @@ class DecodingSession:
         params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
         params.update(vars(args))
         params.exp_dir = Path(params.exp_dir)
+        self.recipe = recipe
         check_decoding_method(params)
         if params.num_threads > 0:
             torch.set_num_threads(params.num_threads)
@@ -268,12 +271,12 @@ class DecodingSession:
         return save_results(self.params, name, results, result_key(self.params), suffix)
 
     def decode_test_set(self, name: str, cuts) -> List[Result]:
-        return decode_dataset(self.data.test_dataloaders(cuts), self.params, self.model, self.sp, name)
+        return decode_dataset(self.data.test_dataloaders(cuts), self.params, self.model, self.sp, name, self.recipe)
 
 
-def main(recipe: DecodingRecipe, parser: Optional[argparse.ArgumentParser] = None) -> None:
-    """decode.py: `parser` defaults to get_parser(recipe)."""
-    parser = parser or get_parser(recipe)
+def main(recipe: DecodingRecipe) -> None:
+    """decode.py of a recipe."""
+    parser = get_parser(recipe)
     args = parser.parse_args()
     with exit_on_user_error():
         session = DecodingSession(recipe, args, flags_given(parser))

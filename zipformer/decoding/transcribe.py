@@ -1,14 +1,13 @@
 """pretrained.py's machinery: audio files -> the 80-dim Fbank of training -> a batch -> the search.
 
-`main(recipe)` is the whole pretrained.py of a recipe; `transcribe` and `load_checkpoint_model`
-serve the streaming and tuner variants.
+`main(recipe)` is the whole pretrained.py of a recipe; `pretrained_params`, `transcribe`,
+`print_texts` and `load_checkpoint_model` serve the streaming and tuner variants.
 """
 import argparse
 import logging
 import math
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, ContextManager, List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
 import torch
@@ -88,13 +87,8 @@ def load_checkpoint_model(
     return model, sp
 
 
-# What the batch of sound files is decoded inside, given the model (e.g. each file's domain).
-ModelContext = Callable[[torch.nn.Module], ContextManager]
-
-
-def transcribe(
-    params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset(), context: Optional[ModelContext] = None
-) -> List[str]:
+def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> List[str]:
+    """The text of each sound file: the files decoded as one batch, inside the recipe's batch_context."""
     model, sp = load_checkpoint_model(params, recipe, given)
     features = read_features(params.sound_files)
     batch = {
@@ -102,24 +96,29 @@ def transcribe(
         "supervisions": {"num_frames": torch.tensor([f.shape[0] for f in features])},
     }
     params.decoding_method = params.method
-    with torch.no_grad(), context(model) if context else nullcontext():
+    with torch.no_grad(), recipe.batch_context(model, batch):
         hyps = decode_batch(params, model, sp, batch)
     return [" ".join(words) for words in hyps]
 
 
-def main(
-    recipe: DecodingRecipe,
-    parser: Optional[argparse.ArgumentParser] = None,
-    run: Optional[Callable[[AttributeDict, frozenset], List[str]]] = None,
-) -> None:
-    """pretrained.py: `parser` defaults to get_parser(recipe), `run(params, given)` to transcribe with the recipe."""
+def pretrained_params(recipe: DecodingRecipe) -> Tuple[AttributeDict, frozenset]:
+    """The flags of pretrained.py (get_parser(recipe)) as params, and the flags typed; logs to stderr."""
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
-    parser = parser or get_parser(recipe)
+    parser = get_parser(recipe)
     params = AttributeDict(vars(parser.parse_args()))
     params.update(feature_dim=80, subsampling_factor=4)
-    with exit_on_user_error():
-        given = flags_given(parser)
-        texts = run(params, given) if run else transcribe(params, recipe, given)
-    for name, text in zip(params.sound_files, texts):
+    return params, flags_given(parser)
+
+
+def print_texts(sound_files: Sequence[str], texts: Sequence[str]) -> None:
+    for name, text in zip(sound_files, texts):
         print(f"{name}:\n{text}\n")
+
+
+def main(recipe: DecodingRecipe) -> None:
+    """pretrained.py of a recipe."""
+    params, given = pretrained_params(recipe)
+    with exit_on_user_error():
+        texts = transcribe(params, recipe, given)
+    print_texts(params.sound_files, texts)
 

@@ -13,15 +13,15 @@ Negative decoder ids give a zero embedding, as sherpa-onnx starts hypotheses fro
 After writing, the files are run with onnxruntime at lengths other than the tracing length, in a
 padded batch, and compared with PyTorch: a graph that froze a length fails the export.
 
-`main(recipe)` is the whole export-onnx.py of a recipe; the recipe (a DecodingRecipe) builds the
-model and loads the weights, as for decoding.
+`main(recipe)` is the whole export-onnx.py of a recipe; the recipe (an `ExportRecipe`) builds the
+model and loads the weights, as for decoding, and its hooks say what the encoder's metadata adds,
+how the files are named and how the encoder is traced and checked.
 """
 import argparse
 import logging
 import os
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -56,9 +56,6 @@ ENCODER_METADATA = {
 }
 
 StateDict = Dict[str, torch.Tensor]
-# Extra encoder metadata of a recipe (e.g. what adapters are baked in), from params and weights.
-MetadataHook = Callable[[AttributeDict, StateDict], Dict[str, str]]
-SuffixHook = Callable[[AttributeDict], str]
 
 
 class OnnxEncoder(nn.Module):
@@ -340,6 +337,33 @@ def int8_differences(
     }
 
 
+class ExportRecipe(DecodingRecipe):
+    """Hooks of export-onnx.py and export-onnx-streaming.py. The base recipe exports a plain model."""
+
+    # The default of --exp-dir: where the checkpoints are read and the ONNX files written.
+    default_exp_dir = "zipformer/exp"
+
+    def onnx_metadata(self, params: AttributeDict, state_dict: StateDict) -> Dict[str, str]:
+        """What the encoder's metadata holds beyond the exporter's (e.g. the tuner's settings)."""
+        return {}
+
+    def export_suffix(self, params: AttributeDict) -> str:
+        """The files' {suffix} (the streaming export appends its chunk configuration)."""
+        return checkpoint_suffix(params)
+
+    def write_encoder(self, model: nn.Module, filename: Path, feature_dim: int, metadata: Dict[str, str]) -> None:
+        """Trace the non-streaming encoder into `filename`."""
+        export_encoder(model, filename, feature_dim, metadata)
+
+    def check_files(self, model: nn.Module, files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+        """Raise RuntimeError unless onnxruntime reproduces PyTorch with the non-streaming files."""
+        return check_export(model, files, feature_dim)
+
+    def int8_report(self, files: Dict[str, Path], int8_files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+        """Max |int8 - fp32| of the non-streaming files' outputs (a report, not a check)."""
+        return int8_differences(files, int8_files, feature_dim)
+
+
 # ---------------------------------------------------------------------------------------------
 # The script
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +381,9 @@ def add_export_arguments(parser: argparse.ArgumentParser, default_exp_dir: str) 
     add_context_size_argument(group)
 
 
-def get_parser(recipe: DecodingRecipe, default_exp_dir: str = "zipformer/exp") -> argparse.ArgumentParser:
+def get_parser(recipe: ExportRecipe) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_export_arguments(parser, default_exp_dir)
+    add_export_arguments(parser, recipe.default_exp_dir)
     add_model_arguments(parser)
     recipe.add_arguments(parser)
     return parser
@@ -392,16 +416,6 @@ def onnx_file_names(exp_dir: Path, suffix: str) -> Tuple[Dict[str, Path], Dict[s
     """{name}-{suffix}.onnx and {name}-{suffix}.int8.onnx for the encoder, decoder and joiner."""
     files = {name: exp_dir / f"{name}-{suffix}.onnx" for name in ("encoder", "decoder", "joiner")}
     return files, {name: exp_dir / f"{name}-{suffix}.int8.onnx" for name in files}
-
-
-def encoder_metadata_of(
-    base: Dict[str, str], params: AttributeDict, state_dict: StateDict, hook: Optional[MetadataHook]
-) -> Dict[str, str]:
-    """`base` plus what the recipe's hook adds (e.g. the tuner's settings)."""
-    metadata = dict(base)
-    if hook is not None:
-        metadata.update(hook(params, state_dict))
-    return metadata
 
 
 def export_decoder_and_joiner(model: nn.Module, files: Dict[str, Path], params: AttributeDict) -> None:
@@ -444,62 +458,32 @@ def log_written(files: Dict[str, Path], int8_files: Dict[str, Path]) -> Dict[str
     return {**files, **{f"{name}.int8": path for name, path in int8_files.items()}}
 
 
-@dataclass
-class EncoderFile:
-    """How the encoder file is traced and checked: the plain encoder, or one with an extra input
-    (zipformer.tuners.onnx_domains). Each takes (model, ...) as the functions it defaults to."""
-
-    write: Callable[[nn.Module, Path, int, Dict[str, str]], None] = export_encoder
-    check: Callable[[nn.Module, Dict[str, Path], int], Dict[str, float]] = check_export
-    int8_report: Callable[[Dict[str, Path], Dict[str, Path], int], Dict[str, float]] = int8_differences
-
-
-def export(
-    params: AttributeDict,
-    recipe: DecodingRecipe,
-    encoder_metadata: Optional[MetadataHook] = None,
-    file_suffix: SuffixHook = checkpoint_suffix,
-    given: frozenset = frozenset(),
-    encoder_file: Optional[EncoderFile] = None,
-) -> Dict[str, Path]:
+def export(params: AttributeDict, recipe: ExportRecipe, given: frozenset = frozenset()) -> Dict[str, Path]:
     """Write the fp32 and int8 files; return their paths by name (encoder, ..., encoder.int8, ...).
 
     `given`: the flags typed on the command line (zipformer.checkpoints.config.flags_given).
     """
-    encoder_file = encoder_file or EncoderFile()
     model, state_dict = load_export_model(params, recipe, given)
     # The traced graph of a causal model is its full-context forward (Zipformer2.chunk_config):
     # the PyTorch reference it is checked against must be too, whatever --chunk-size says.
     model.encoder.chunk_size, model.encoder.left_context_frames = (-1,), (-1,)
-    files, int8_files = onnx_file_names(Path(params.exp_dir), file_suffix(params))
-    metadata = encoder_metadata_of(ENCODER_METADATA, params, state_dict, encoder_metadata)
+    files, int8_files = onnx_file_names(Path(params.exp_dir), recipe.export_suffix(params))
+    metadata = {**ENCODER_METADATA, **recipe.onnx_metadata(params, state_dict)}
     logging.info(f"Exporting {files['encoder'].name} (metadata {metadata}), the decoder and the joiner")
     with written_together(files, int8_files) as (tmp_files, tmp_int8_files):
-        encoder_file.write(model, tmp_files["encoder"], params.feature_dim, metadata)
+        recipe.write_encoder(model, tmp_files["encoder"], params.feature_dim, metadata)
         export_decoder_and_joiner(model, tmp_files, params)
-        encoder_file.check(model, tmp_files, params.feature_dim)
+        recipe.check_files(model, tmp_files, params.feature_dim)
         quantize_files(tmp_files, tmp_int8_files)
-        report = encoder_file.int8_report(tmp_files, tmp_int8_files, params.feature_dim)
+        report = recipe.int8_report(tmp_files, tmp_int8_files, params.feature_dim)
     logging.info("int8 vs fp32, max abs difference: " + ", ".join(f"{k} {v:.3g}" for k, v in report.items()))
     return log_written(files, int8_files)
 
 
-ExportFunction = Callable[[AttributeDict, DecodingRecipe, Optional[MetadataHook], SuffixHook, frozenset], Dict[str, Path]]
-
-
-def main(
-    recipe: DecodingRecipe,
-    default_exp_dir: str = "zipformer/exp",
-    encoder_metadata: Optional[MetadataHook] = None,
-    file_suffix: SuffixHook = checkpoint_suffix,
-    argv: Optional[List[str]] = None,
-    parser: Optional[argparse.ArgumentParser] = None,
-    export_function: ExportFunction = export,
-    log_name: str = "log-export-onnx",
-) -> Dict[str, Path]:
-    """export-onnx.py of a recipe; `parser` defaults to get_parser(recipe, default_exp_dir).
-    The streaming export passes its own `export_function` and `log_name`."""
-    parser = parser or get_parser(recipe, default_exp_dir)
+def export_params(recipe: ExportRecipe, argv: Optional[List[str]], log_name: str) -> Tuple[AttributeDict, frozenset]:
+    """The flags of an export script (get_parser(recipe)) as params, and the flags typed; the log
+    goes to {exp_dir}/log-export/{log_name}-*, after the partial files of killed exports are removed."""
+    parser = get_parser(recipe)
     args = parser.parse_args(argv)
     params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
     params.update(vars(args))
@@ -510,7 +494,13 @@ def main(
     for path in remove_stale_temp_files(params.exp_dir):
         logging.warning(f"Removed {path.name}, a partial file left by an export that was killed")
     logging.info(f"Export parameters: {params}")
+    return params, flags_given(parser, argv)
+
+
+def main(recipe: ExportRecipe, argv: Optional[List[str]] = None) -> Dict[str, Path]:
+    """export-onnx.py of a recipe; returns the written files by name."""
+    params, given = export_params(recipe, argv, "log-export-onnx")
     with exit_on_user_error():
-        written = export_function(params, recipe, encoder_metadata, file_suffix, flags_given(parser, argv))
+        written = export(params, recipe, given)
     logging.info("Done!")
     return written

@@ -16,7 +16,6 @@ the recipe's (e.g. the tuner's settings). After writing, onnxruntime runs a batc
 (another batch size than the traced one, streams at different positions) chunk by chunk past the
 point where the caches are full, against PyTorch's streaming_forward; a difference fails the export.
 """
-import functools
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -25,20 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from zipformer.checkpoints.averaging import checkpoint_suffix
-from zipformer.checkpoints.loader import DecodingRecipe
-from zipformer.core.errors import UserError
+from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.params import AttributeDict
 from zipformer.deploy import export as onnx_export
 from zipformer.deploy.export import (
     CHECK_TOLERANCE,
-    MetadataHook,
-    SuffixHook,
+    ExportRecipe,
     check_inputs,
     decoder_joiner_differences,
-    encoder_metadata_of,
     export_decoder_and_joiner,
     export_module,
+    export_params,
     fail_on_differences,
     load_export_model,
     log_written,
@@ -218,25 +214,13 @@ def check_streamable(params: AttributeDict, state_dict: Dict[str, torch.Tensor])
         )
 
 
-def chunk_file_suffix(file_suffix: SuffixHook, chunk_size: int, left_context: int) -> SuffixHook:
-    return lambda params: f"{file_suffix(params)}-chunk-{chunk_size}-left-{left_context}"
-
-
-def export(
-    params: AttributeDict,
-    recipe: DecodingRecipe,
-    encoder_metadata: Optional[MetadataHook] = None,
-    file_suffix: SuffixHook = checkpoint_suffix,
-    given: frozenset = frozenset(),
-) -> Dict[str, Path]:
+def export(params: AttributeDict, recipe: ExportRecipe, given: frozenset = frozenset()) -> Dict[str, Path]:
     """Write the fp32 and int8 streaming files; return their paths by name (encoder, ..., encoder.int8, ...)."""
     chunk_size, left_context = streaming_chunk_config(params, "the streaming export (one latency per file)")
     model, state_dict = load_export_model(params, recipe, given, check_streamable)
-    suffix = chunk_file_suffix(file_suffix, chunk_size, left_context)(params)
+    suffix = f"{recipe.export_suffix(params)}-chunk-{chunk_size}-left-{left_context}"
     files, int8_files = onnx_file_names(Path(params.exp_dir), suffix)
-    metadata = encoder_metadata_of(
-        streaming_metadata(model, chunk_size, left_context), params, state_dict, encoder_metadata
-    )
+    metadata = {**streaming_metadata(model, chunk_size, left_context), **recipe.onnx_metadata(params, state_dict)}
     logging.info(f"Exporting the streaming encoder {files['encoder'].name} (metadata {metadata}), the decoder and the joiner")
     with written_together(files, int8_files) as (tmp_files, tmp_int8_files):
         export_streaming_encoder(model, tmp_files["encoder"], chunk_size, params.feature_dim, metadata)
@@ -249,6 +233,14 @@ def export(
 
 
 # The script: export-onnx.py's flags (--causal 1 and one --chunk-size / --left-context-frames value
-# are checked by `export`) and main, with this export.
+# are checked by `export`).
 get_parser = onnx_export.get_parser
-main = functools.partial(onnx_export.main, export_function=export, log_name="log-export-onnx-streaming")
+
+
+def main(recipe: ExportRecipe, argv: Optional[List[str]] = None) -> Dict[str, Path]:
+    """export-onnx-streaming.py of a recipe; returns the written files by name."""
+    params, given = export_params(recipe, argv, "log-export-onnx-streaming")
+    with exit_on_user_error():
+        written = export(params, recipe, given)
+    logging.info("Done!")
+    return written

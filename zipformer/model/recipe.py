@@ -2,8 +2,9 @@
 
 Every recipe (the base Zipformer, or one that adds a tuner such as adapters) is one object whose
 hooks the shared training, decoding and export machinery call: `ModelRecipe` here, extended by
-`zipformer.checkpoints.loader.DecodingRecipe` (which weights, how they load, how exports are named)
-and `zipformer.training.recipe.TrainingRecipe` (what trains, from what, on which data).
+`zipformer.checkpoints.loader.DecodingRecipe` (which weights, how they load, what a batch decodes
+inside), `zipformer.deploy.export.ExportRecipe` (what the ONNX files hold, how they are named and
+checked) and `zipformer.training.recipe.TrainingRecipe` (what trains, from what, on which data).
 """
 import argparse
 from typing import Tuple

@@ -8,28 +8,44 @@ domains-table-{suffix}.txt gives each test set's domain(s) and WER.
 import argparse
 import logging
 import random
-from typing import Callable, Dict, List
+from typing import ContextManager, Dict, List, Mapping
 
 import torch
 from lhotse import CutSet
+from torch import nn
 
 from zipformer.core.atomic import atomic_write_text
 from zipformer.core.errors import UserError
 from zipformer.data.domain_names import cut_domain, domains_table, parse_cut_domains
-from zipformer.decoding.session import BatchContext, DecodingSession, Result, decode_dataset
+from zipformer.decoding.session import DecodingSession, Result, decode_dataset
 from zipformer.tuners.domains import DomainsRecipe
+from zipformer.tuners.tuner import Tuner
 
 # The shuffle of --mixed-domains: fixed, so that a run can be repeated exactly.
 MIXED_SHUFFLE_SEED = 0
 
 
+class CutDomainsRecipe(DomainsRecipe):
+    """DomainsRecipe that decodes every cut of a batch in its domain: `cut_domains` {cut id: domain}
+    of the cuts being decoded, which DomainsSession sets before each test set (or the mixed one)."""
+
+    def __init__(self, tuner: Tuner) -> None:
+        super().__init__(tuner)
+        self.cut_domains: Mapping[str, str] = {}
+        self.batches_mixed = [0, 0]  # batches of one domain, of several
+
+    def batch_context(self, model: nn.Module, batch: dict) -> ContextManager:
+        names = [self.cut_domains[cut.id] for cut in batch["supervisions"]["cut"]]
+        self.batches_mixed[len(set(names)) > 1] += 1
+        return self.registry.selected(model, names, "a cut")
+
+
 class DomainsSession(DecodingSession):
     """DecodingSession over a model of several domains; every cut's domain is checked up front."""
 
-    def __init__(self, recipe: DomainsRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
+    def __init__(self, recipe: CutDomainsRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
         super().__init__(recipe, args, given)
         self.registry = recipe.registry
-        self.batches_mixed = [0, 0]  # batches of one domain, of several
         cut_domains = parse_cut_domains(self.params.cut_domains, list(self.test_sets))
         # {test set: {cut id: domain}}: unknown or missing domains fail before any decoding.
         self.cut_domains: Dict[str, Dict[str, str]] = {}
@@ -38,17 +54,9 @@ class DomainsSession(DecodingSession):
             self.registry.indices(sorted(set(domains.values())), f"test set {name}")
             self.cut_domains[name] = domains
 
-    def _batch_context(self, domain_of: Callable[[str], str]) -> BatchContext:
-        def selected(batch: dict):
-            names = [domain_of(cut.id) for cut in batch["supervisions"]["cut"]]
-            self.batches_mixed[len(set(names)) > 1] += 1
-            return self.registry.selected(self.model, names, "a cut")
-
-        return selected
-
     def decode_test_set(self, name: str, cuts) -> List[Result]:
-        context = self._batch_context(self.cut_domains[name].__getitem__)
-        return decode_dataset(self.data.test_dataloaders(cuts), self.params, self.model, self.sp, name, context)
+        self.recipe.cut_domains = self.cut_domains[name]
+        return super().decode_test_set(name, cuts)
 
     def decode_all(self, suffix: str) -> Dict[str, float]:
         wers = self._decode_mixed(suffix) if self.params.mixed_domains else super().decode_all(suffix)
@@ -70,12 +78,13 @@ class DomainsSession(DecodingSession):
                 owner[cut_id] = name
         mixed = CutSet.from_cuts(cut for cuts in self.test_sets.values() for cut in cuts)
         mixed = mixed.shuffle(random.Random(MIXED_SHUFFLE_SEED))
-        context = self._batch_context(lambda cut_id: self.cut_domains[owner[cut_id]][cut_id])
+        self.recipe.cut_domains = {cut_id: self.cut_domains[name][cut_id] for cut_id, name in owner.items()}
         with torch.no_grad():
             results = decode_dataset(
-                self.data.test_dataloaders(mixed), self.params, self.model, self.sp, "mixed domains", context
+                self.data.test_dataloaders(mixed), self.params, self.model, self.sp, "mixed domains", self.recipe
             )
-        logging.info(f"{self.batches_mixed[1]} of {sum(self.batches_mixed)} batches mixed several domains")
+        batches_mixed = self.recipe.batches_mixed
+        logging.info(f"{batches_mixed[1]} of {sum(batches_mixed)} batches mixed several domains")
         by_set: Dict[str, List[Result]] = {name: [] for name in self.test_sets}
         for result in results:
             by_set[owner[result[0]]].append(result)

@@ -4,9 +4,13 @@
 one base. Each is checked (its tuner, its size against its tensors, its base fingerprint against
 the base checkpoint), then the tuner stacks them (Tuner.stack_domains): the base weights are held
 once, each domain adds only its tuner tensors, and one forward pass runs every utterance of a
-batch in its own domain (`zipformer.tuners.tuner.domains_selected`; -1 = the base model, exactly).
+batch in its own domain (`zipformer.tuners.stacking.domains_selected`; -1 = the base model, exactly).
 Different adapter dims or LoRA ranks are zero-padded to the largest (exact, see stack_padded).
 One registry holds one tuner: a file of another tuner is refused.
+
+`DomainsRecipe` decodes and exports such a model; decode.py and pretrained.py give it each
+utterance's domain through its batch_context (zipformer.tuners.domain_session, pretrained_main),
+export-onnx.py writes its encoder with a `domain` input (zipformer.tuners.onnx_domains).
 
 Only the full-context forward takes a domain index: streaming decoding and the streaming export
 take one tuner (the per-domain files), as before.
@@ -15,29 +19,28 @@ import logging
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import torch
 from torch import nn
 
-from zipformer.checkpoints.checkpoint import LoadedWeights, read_model_file
-from zipformer.checkpoints.loader import DecodingRecipe
+from zipformer.checkpoints.checkpoint import LoadedWeights, StateDict, read_model_file
 from zipformer.core.errors import UserError
 from zipformer.core.flag_types import flag_name
 from zipformer.core.params import AttributeDict
 from zipformer.data.domain_names import domain_index, parse_tuners
+from zipformer.deploy.export import ExportRecipe
 from zipformer.model.builder import get_model as get_base_model
-from zipformer.tuners.tuner import (
-    DomainTensors,
-    StateDict,
-    Tuner,
-    base_fingerprint,
-    base_tensors,
-    check_base_fingerprint,
-    domains_selected,
-    load_tuner_file,
-    load_with_tuner,
+from zipformer.tuners.files import base_fingerprint, check_base_fingerprint, load_tuner_file
+from zipformer.tuners.onnx_domains import (
+    check_domains_export,
+    domains_metadata,
+    export_domains_encoder,
+    int8_domains_differences,
 )
+from zipformer.tuners.stacking import DomainTensors, domains_selected
+from zipformer.tuners.tensors import base_tensors, load_with_tuner
+from zipformer.tuners.tuner import Tuner
 
 
 def load_domains(spec: str, tuner: Tuner, base: StateDict, base_source: str) -> List[DomainTensors]:
@@ -89,10 +92,11 @@ class DomainRegistry:
             yield
 
 
-class DomainsRecipe(DecodingRecipe):
+class DomainsRecipe(ExportRecipe):
     """A base checkpoint (--base-ckpt, or pretrained.py's --checkpoint) plus the --tuners registry.
 
-    `registry` is set when the weights are read (load_state_dict), before the model is built.
+    `registry` is set when the weights are read (load_state_dict), before the model is built. The
+    export hooks write one encoder for every domain, with a `domain` input (zipformer.tuners.onnx_domains).
     """
 
     def __init__(self, tuner: Tuner) -> None:
@@ -127,3 +131,18 @@ class DomainsRecipe(DecodingRecipe):
     def describe(self, params: AttributeDict) -> str:
         mixed = "-mixed" if params.get("mixed_domains") else ""
         return f"-{self.tuner.name}-domains-{'-'.join(self.registry.names)}{mixed}"
+
+    def onnx_metadata(self, params: AttributeDict, state_dict: StateDict) -> Dict[str, str]:
+        return domains_metadata(self.registry.names, self.tuner, state_dict)
+
+    def export_suffix(self, params: AttributeDict) -> str:
+        return "domains-" + "-".join(self.registry.names)
+
+    def write_encoder(self, model: nn.Module, filename: Path, feature_dim: int, metadata: Dict[str, str]) -> None:
+        export_domains_encoder(model, self.tuner, filename, feature_dim, metadata)
+
+    def check_files(self, model: nn.Module, files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+        return check_domains_export(model, self.tuner, files, feature_dim, len(self.registry.names))
+
+    def int8_report(self, files: Dict[str, Path], int8_files: Dict[str, Path], feature_dim: int) -> Dict[str, float]:
+        return int8_domains_differences(files, int8_files, feature_dim, len(self.registry.names))

@@ -5,37 +5,34 @@ The encoder takes a third input, `domain` (N,) int64: each utterance's index int
 is the base model without a tuner. The domains' tuners are stacked inside the graph and gathered
 per utterance, as in PyTorch (zipformer.tuners.domains). The decoder and joiner are the usual ones.
 onnxruntime runs it (zipformer.deploy.inference, onnx_decode.py, onnx_pretrained.py); sherpa-onnx
-has no such input, so it keeps the per-domain exports.
+has no such input, so it keeps the per-domain exports. `zipformer.tuners.domains.DomainsRecipe`'s
+export hooks write, check and describe the encoder with these functions.
 """
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from zipformer.core.params import AttributeDict
 from zipformer.data.domain_names import BASE_INDEX, BASE_INDEX_METADATA, DOMAINS_METADATA
 from zipformer.deploy.export import (
     CHECK_LENGTHS,
     ENCODER_DYNAMIC_AXES,
     ENCODER_OUTPUTS,
-    EncoderFile,
-    MetadataHook,
     OnnxEncoder,
-    SuffixHook,
     check_inputs,
     decoder_joiner_differences,
     encoder_trace_inputs,
-    export,
     export_module,
     fail_on_differences,
     int8_differences,
 )
 from zipformer.deploy.inference import OnnxTransducer
-from zipformer.tuners.domains import DomainsRecipe
-from zipformer.tuners.tuner import Tuner, base_fingerprint, domains_selected
+from zipformer.tuners.files import base_fingerprint
+from zipformer.tuners.stacking import domains_selected
+from zipformer.tuners.tuner import Tuner
 
 
 class OnnxDomainsEncoder(nn.Module):
@@ -98,36 +95,19 @@ def export_domains_encoder(model: nn.Module, tuner: Tuner, filename: Path, featu
     )
 
 
-def export_domains(
-    params: AttributeDict,
-    recipe: DomainsRecipe,
-    encoder_metadata: Optional[MetadataHook],
-    file_suffix: SuffixHook,
-    given: frozenset,
-) -> Dict[str, Path]:
-    """onnx_export.export with the encoder of every domain of recipe's registry (fp32 and int8)."""
-    tuner = recipe.tuner
+def domains_metadata(names: Sequence[str], tuner: Tuner, state_dict: Dict[str, torch.Tensor]) -> Dict[str, str]:
+    """What the encoder of the registry `names` (in index order) holds beyond the exporter's metadata."""
+    return {
+        DOMAINS_METADATA: ",".join(names),
+        BASE_INDEX_METADATA: str(BASE_INDEX),
+        "domain_tuner": tuner.name,
+        "base_fingerprint": base_fingerprint(state_dict, tuner),
+    }
 
-    def metadata(params: AttributeDict, state_dict: Dict[str, torch.Tensor]) -> Dict[str, str]:
-        extra = encoder_metadata(params, state_dict) if encoder_metadata else {}
-        return {
-            **extra,
-            DOMAINS_METADATA: ",".join(recipe.registry.names),
-            BASE_INDEX_METADATA: str(BASE_INDEX),
-            "domain_tuner": tuner.name,
-            "base_fingerprint": base_fingerprint(state_dict, tuner),
-        }
 
-    def num_domains() -> int:
-        return len(recipe.registry.names)
-
-    encoder_file = EncoderFile(
-        write=lambda model, filename, feature_dim, meta: export_domains_encoder(
-            model, tuner, filename, feature_dim, meta
-        ),
-        check=lambda model, files, feature_dim: check_domains_export(model, tuner, files, feature_dim, num_domains()),
-        int8_report=lambda files, int8_files, feature_dim: int8_differences(
-            files, int8_files, feature_dim, np.array(check_domain_rows(num_domains())[-1], dtype=np.int64)
-        ),
-    )
-    return export(params, recipe, metadata, file_suffix, given, encoder_file)
+def int8_domains_differences(
+    files: Dict[str, Path], int8_files: Dict[str, Path], feature_dim: int, num_domains: int
+) -> Dict[str, float]:
+    """int8_differences of an encoder of `num_domains` domains, on the batch that mixes them."""
+    mixed = np.array(check_domain_rows(num_domains)[-1], dtype=np.int64)
+    return int8_differences(files, int8_files, feature_dim, mixed)

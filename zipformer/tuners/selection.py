@@ -6,7 +6,7 @@ checkpoints (epoch, --avg, averaged model or not) the choice is the best target-
 those whose source-dev WER rises by at most `budget` absolute WER points over the base model's
 (the tuner off); ties go to fewer epochs. The choice is written to {exp_dir}/selected-checkpoint.json,
 which decode.py and export-onnx.py read with --use-selected 1 instead of --epoch/--avg/--use-averaged-model.
-The decoding that produces the WERs is in zipformer.tuners.recipes (select_checkpoint.py).
+The decoding that produces the WERs is in zipformer.tuners.select_main (select_checkpoint.py).
 """
 import json
 from dataclasses import asdict, dataclass
