@@ -506,8 +506,8 @@ def test_benchmark_holds_the_base_once_with_stacked_tuners(tiny, tmp_path):
     base_ckpt = tiny.root / "base.pt"
     files = write_random_tuners(base_ckpt, tuner, 4, 3, tmp_path)
     spec = ",".join(f"d{k}={path}" for k, path in enumerate(files))
-    (stacked,) = load_models("stacked", spec, base_ckpt, tuner, 4)
-    separate = load_models("separate", spec, base_ckpt, tuner, 4)
+    (stacked,) = load_models("stacked", spec, base_ckpt, tuner)
+    separate = load_models("separate", spec, base_ckpt, tuner)
     base_count = sum(p.numel() for p in tiny.base.parameters())
     tuner_count = sum(p.numel() for n, p in separate[0].named_parameters() if tuner.is_tuner_key(n))
     assert len(separate) == 3 and 0 < tuner_count < base_count

@@ -25,16 +25,19 @@ import torch
 from torch import nn
 
 from zipformer.checkpoints.checkpoint import read_model_file
+from zipformer.checkpoints.config import flags_given
+from zipformer.checkpoints.loader import ModelLoader
 from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.params import AttributeDict
-from zipformer.model.builder import get_model as get_base_model
+from zipformer.decoding import session as decoding
 from zipformer.model.flags import add_model_arguments
+from zipformer.model.frontend import FEATURE_DIM, frontend_params
 from zipformer.training.memory import release_freed_memory, resident_memory_mb
-from zipformer.tuners.domains import DomainRegistry, load_domains
-from zipformer.tuners.files import load_tuner_file, save_tuner_file
-from zipformer.tuners.recipes import get_tuned_model
+from zipformer.tuners.decode_main import TunerDecodeRecipe
+from zipformer.tuners.domains import DomainsRecipe
+from zipformer.tuners.files import save_tuner_file
+from zipformer.tuners.recipes import TunerDecodingRecipe, get_tuned_model
 from zipformer.tuners.stacking import domains_selected
-from zipformer.tuners.tensors import base_tensors, load_with_tuner
 from zipformer.tuners.tuner import Tuner
 from zipformer_adapter.adapter import AdapterTuner
 from zipformer_lora.lora import LoraTuner
@@ -61,7 +64,7 @@ def model_params(base_ckpt: Path, tuner: Tuner, size: int) -> AttributeDict:
     weights = read_model_file(base_ckpt, flag="--base-ckpt")
     params = AttributeDict(vars(parser.parse_args([])))
     params.update(weights.model_config or {})
-    params.update(feature_dim=80, blank_id=0, vocab_size=weights.state_dict["decoder.embedding.weight"].shape[0])
+    params.update(feature_dim=FEATURE_DIM, blank_id=0, vocab_size=weights.state_dict["decoder.embedding.weight"].shape[0])
     params.update({tuner.switch: True, tuner.size: size, "lora_alpha": 4.0})
     return params
 
@@ -85,30 +88,29 @@ def write_random_tuners(base_ckpt: Path, tuner: Tuner, size: int, count: int, ou
     return files
 
 
-def load_models(mode: str, spec: str, base_ckpt: Path, tuner: Tuner, size: int) -> List[nn.Module]:
-    """The models that serve the domains of `spec`: one with the tuners stacked, or one per domain."""
-    params = model_params(base_ckpt, tuner, size)
-    base = base_tensors(read_model_file(base_ckpt, flag="--base-ckpt").state_dict, tuner)
+def load_models(mode: str, spec: str, base_ckpt: Path, tuner: Tuner) -> List[nn.Module]:
+    """The models that serve the domains of `spec`, loaded as decode.py loads them: one with the
+    tuners stacked (--tuners), or one per domain (--base-ckpt with each tuner-only file)."""
+    parser = decoding.get_parser(TunerDecodeRecipe(tuner))
     if mode == "stacked":
-        registry = DomainRegistry(tuner, load_domains(spec, tuner, base, str(base_ckpt)))
-        model = get_base_model(params)
-        registry.stack_into(model)
-        load_with_tuner(model, base, tuner, str(base_ckpt), required=False)
-        return [model.eval()]
+        loaders = [(DomainsRecipe(tuner), ["--tuners", spec])]
+    else:
+        loaders = [(TunerDecodingRecipe(tuner), [f"--{tuner.file_prefix}ckpt", item.split("=", 1)[1]])
+                   for item in spec.split(",")]
     models = []
-    for path in (item.split("=", 1)[1] for item in spec.split(",")):
-        model = get_tuned_model(params, tuner)
-        load_with_tuner(model, {**base, **load_tuner_file(Path(path), tuner)["model"]}, tuner, path, required=True)
-        models.append(model.eval())
+    for recipe, flags in loaders:
+        argv = ["--base-ckpt", str(base_ckpt), f"--{tuner.switch.replace('_', '-')}", "1", *flags]
+        params = AttributeDict({**frontend_params(), **vars(parser.parse_args(argv))})
+        models.append(ModelLoader(params, recipe, flags_given(parser, argv), tokens=None).build())
     return models
 
 
-def measure(mode: str, spec: str, base_ckpt: Path, tuner: Tuner, size: int) -> Dict[str, float]:
+def measure(mode: str, spec: str, base_ckpt: Path, tuner: Tuner) -> Dict[str, float]:
     """In this (fresh) process: load the models, run each once, report resident memory in MB."""
     release_freed_memory()
     start = resident_memory_mb()
-    models = load_models(mode, spec, base_ckpt, tuner, size)
-    x = torch.randn(1, FRAMES, 80)
+    models = load_models(mode, spec, base_ckpt, tuner)
+    x = torch.randn(1, FRAMES, FEATURE_DIM)
     x_lens = torch.tensor([FRAMES])
     with torch.no_grad():
         for model in models:
@@ -137,7 +139,7 @@ def main() -> None:
     tuner = TUNERS[args.tuner]
     with exit_on_user_error():
         if args.measure:
-            print(json.dumps(measure(args.measure[0], args.measure[1], args.base_ckpt, tuner, args.size)))
+            print(json.dumps(measure(args.measure[0], args.measure[1], args.base_ckpt, tuner)))
             return
         counts = [int(n) for n in args.domains.split(",")]
         if min(counts) < 1:

@@ -32,10 +32,10 @@ from zipformer.core.errors import UserError, fail
 from zipformer.core.params import AttributeDict
 from zipformer.model.builder import count_parameters, get_model
 from zipformer.model.flags import add_model_arguments
+from zipformer.model.frontend import FEATURE_DIM, FRAME_SHIFT
 from zipformer.model.scaling import set_batch_count
 
-FRAMES_PER_SECOND = 100
-FEATURE_DIM = 80
+FRAMES_PER_SECOND = round(1 / FRAME_SHIFT)
 # Configurations whose full training step (losses included) is also timed.
 TRAINING_STEP_CONFIGS = ("small",)
 # Schedules (dropout, skip rates, ...) at their final values, as in most of a training run.

@@ -36,10 +36,10 @@ from zipformer.deploy.sherpa_online import decode_online, online_recognizer
 from zipformer.deploy.streaming_inference import OnnxStreamingTransducer
 from zipformer.model.builder import get_model
 from zipformer.model.flags import add_model_arguments
+from zipformer.model.frontend import FEATURE_DIM, SAMPLE_RATE
 from zipformer.model.streaming import EMBED_LOOK_AHEAD, TAIL_PAD_FRAMES, num_chunks
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_RATE = 16000
 FRAME_MS = 10
 PIECE_SECONDS = 0.1
 
@@ -62,7 +62,7 @@ def model_params(flags: List[str], vocab_size: int, chunk_size: int, left: int) 
     add_model_arguments(parser)
     chunk_flags = ["--causal", "1", "--chunk-size", str(chunk_size), "--left-context-frames", str(left)]
     params = AttributeDict(vars(parser.parse_args(flags + chunk_flags)))
-    params.update(feature_dim=80, vocab_size=vocab_size, blank_id=0, context_size=2)
+    params.update(feature_dim=FEATURE_DIM, vocab_size=vocab_size, blank_id=0, context_size=2)
     return params
 
 

@@ -39,13 +39,13 @@ from zipformer.checkpoints.config import apply_model_config
 from zipformer.core.params import AttributeDict
 from zipformer.model.builder import count_parameters, get_model
 from zipformer.model.flags import add_model_arguments
+from zipformer.model.frontend import FEATURE_DIM, FRAME_SHIFT
 from zipformer.model.recipe import ModelRecipe
 from zipformer.model.scaling import set_batch_count
 from zipformer.training.memory import peak_resident_mb, release_freed_memory, reset_peak_resident, resident_memory_mb
 from zipformer.training.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 
-FRAMES_PER_SECOND = 100
-FEATURE_DIM = 80
+FRAMES_PER_SECOND = round(1 / FRAME_SHIFT)
 # The schedules (dropout, skip rates, balancers) at their final values, as in most of a run.
 BATCH_COUNT = 20000.0
 TOP_TENSORS = 8

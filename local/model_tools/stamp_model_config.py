@@ -22,6 +22,7 @@ from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.params import AttributeDict
 from zipformer.model.builder import get_model
 from zipformer.model.flags import MODEL_CONFIG_KEYS, add_model_arguments
+from zipformer.model.frontend import FEATURE_DIM
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def stamp(params: AttributeDict) -> dict:
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise UserError(f"{params.checkpoint} has no 'model' entry: expected {{'model': state_dict}}")
     sp = load_bpe_model(params.bpe_model)
-    params.update(feature_dim=80, vocab_size=sp.get_piece_size(), blank_id=sp.piece_to_id("<blk>"))
+    params.update(feature_dim=FEATURE_DIM, vocab_size=sp.get_piece_size(), blank_id=sp.piece_to_id("<blk>"))
     load_model_state_dict(get_model(params), checkpoint["model"], str(params.checkpoint), strict=True)
     return {
         **checkpoint,

@@ -1,22 +1,23 @@
-"""The one model loader of decoding, export and pretrained.py: weights, configuration, vocabulary, model.
+"""The recipe hooks of inference (DecodingRecipe) and the one model loader (ModelLoader) of decoding,
+pretrained.py, ONNX export, merge.py and the benchmarks.
 
-  resolve_weights: weights <- the recipe (a file, or an average over epochs/checkpoints)
-                   params  <- the configuration stored with them (zipformer.checkpoints.config)
-  build_model:     check   <- the vocabulary they were trained with against the BPE model / tokens.txt
-                   model   <- built by the recipe from params, loaded strictly, eval mode
+  ModelLoader(...): weights <- the recipe (a file, or an average over epochs/checkpoints)
+                    params  <- the configuration stored with them (zipformer.checkpoints.config)
+  .build():         check   <- the vocabulary they were trained with against the BPE model / tokens.txt
+                    model   <- built by the recipe from params, loaded strictly, eval mode
 Callers run the two apart: between them, the resolved configuration names decoding's result files
 and decides the chunk configuration a causal model decodes with.
 """
 import logging
 from contextlib import nullcontext
-from typing import Any, ContextManager, Mapping
+from typing import ContextManager, Optional
 
 from torch import nn
 
 from zipformer.checkpoints.averaging import load_averaged_state_dict
 from zipformer.checkpoints.checkpoint import LoadedWeights, StateDict, load_model_state_dict, read_model_file
 from zipformer.checkpoints.config import apply_model_config
-from zipformer.checkpoints.vocabulary import check_vocabulary
+from zipformer.checkpoints.vocabulary import TokenTable, check_vocabulary
 from zipformer.core.errors import UserError
 from zipformer.core.params import AttributeDict
 from zipformer.model.builder import check_causal, count_parameters
@@ -67,31 +68,54 @@ def resolve_weights(params: AttributeDict, recipe: DecodingRecipe, given: frozen
     return weights
 
 
-def build_model(
-    params: AttributeDict,
-    recipe: DecodingRecipe,
-    weights: LoadedWeights,
-    vocabulary: Mapping[str, Any],
-    vocabulary_flag: str,
-) -> nn.Module:
-    """The recipe's model for `weights` (from resolve_weights), loaded strictly, in eval mode on the CPU.
+class ModelLoader:
+    """The one way decoding, pretrained.py, ONNX export, merge.py and the benchmarks get a trained model.
 
-    params.vocab_size and params.blank_id must already come from the BPE model or tokens.txt,
-    which `vocabulary_flag` names (e.g. "--bpe-model data/lang_bpe_500/bpe.model").
+    Usage:
+        loader = ModelLoader(params, recipe, given, bpe_token_table(sp, params.bpe_model))
+        ...  # params now holds the checkpoint's configuration: name result files, check chunk flags
+        model = loader.build()
+
+    Construction reads the weights the recipe selects (a file, or an average over epochs or
+    checkpoints) and takes the configuration stored with them into params, with vocab_size and
+    blank_id from `tokens` (the BPE model or tokens.txt given; None: the checkpoint's own
+    decoder, for tools that read no token table). `build` checks the weights against the token
+    table, the causal flag and the shape, builds the recipe's model, loads it strictly and returns
+    it in eval mode on the CPU.
     """
-    logging.info(f"Using {weights.description}")
-    if weights.model_config is None:
-        logging.info(f"{weights.source} stores no model configuration: the model flags decide the shape")
-    check_vocabulary(weights.vocabulary, vocabulary, weights.source, vocabulary_flag)
-    check_vocab_size(weights.state_dict, params, weights.source, vocabulary_flag)
-    check_causal(weights.state_dict, params.causal, weights.source)
-    model = recipe.get_model(params)
-    logging.info(f"Number of model parameters: {count_parameters(model)}")
-    try:
-        recipe.load_weights(model, weights, params)
-    except UserError as e:
-        unknown = _unknown_settings(weights, recipe)
-        if not unknown:
-            raise
-        raise UserError(f"{e} ({weights.source} was trained with settings this recipe lacks: {unknown})") from None
-    return model.eval()
+
+    def __init__(
+        self, params: AttributeDict, recipe: DecodingRecipe, given: frozenset, tokens: Optional[TokenTable]
+    ) -> None:
+        """`given`: the flags typed on the command line (zipformer.checkpoints.config.flags_given)."""
+        self.params, self.recipe, self.tokens = params, recipe, tokens
+        if tokens is not None:
+            params.vocab_size, params.blank_id = tokens.size, tokens.blank_id
+        self.weights = resolve_weights(params, recipe, given)
+        if tokens is None:
+            embedding = self.weights.state_dict.get("decoder.embedding.weight")
+            if embedding is None:
+                raise UserError(
+                    f"{self.weights.source} has no decoder.embedding.weight: it is not a transducer checkpoint"
+                )
+            params.vocab_size, params.blank_id = embedding.shape[0], params.get("blank_id", 0)
+
+    def build(self) -> nn.Module:
+        params, recipe, weights = self.params, self.recipe, self.weights
+        logging.info(f"Using {weights.description}")
+        if weights.model_config is None:
+            logging.info(f"{weights.source} stores no model configuration: the model flags decide the shape")
+        if self.tokens is not None:
+            check_vocabulary(weights.vocabulary, self.tokens.vocabulary, weights.source, self.tokens.flag)
+            check_vocab_size(weights.state_dict, params, weights.source, self.tokens.flag)
+        check_causal(weights.state_dict, params.causal, weights.source)
+        model = recipe.get_model(params)
+        logging.info(f"Number of model parameters: {count_parameters(model)}")
+        try:
+            recipe.load_weights(model, weights, params)
+        except UserError as e:
+            unknown = _unknown_settings(weights, recipe)
+            if not unknown:
+                raise
+            raise UserError(f"{e} ({weights.source} was trained with settings this recipe lacks: {unknown})") from None
+        return model.eval()

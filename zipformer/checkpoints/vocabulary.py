@@ -8,6 +8,7 @@ export (tokens.txt) check the same thing.
 """
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -44,6 +45,29 @@ def bpe_vocabulary(sp: spm.SentencePieceProcessor) -> Vocabulary:
 def tokens_vocabulary(table: Mapping[int, str]) -> Vocabulary:
     """The vocabulary of a tokens.txt table {id: symbol} (zipformer.deploy.inference.read_tokens)."""
     return vocabulary_of([table[i] for i in range(len(table))])
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """The token table a script was given, as the model loader checks a checkpoint against it."""
+
+    vocabulary: Vocabulary  # {"size", "fingerprint"}
+    blank_id: int
+    flag: str  # where it came from, for messages, e.g. "--bpe-model data/lang_bpe_500/bpe.model"
+
+    @property
+    def size(self) -> int:
+        return self.vocabulary["size"]
+
+
+def bpe_token_table(sp: spm.SentencePieceProcessor, path: str) -> TokenTable:
+    """The token table of a loaded BPE model (`path`: its --bpe-model); <blk> is the blank."""
+    return TokenTable(bpe_vocabulary(sp), sp.piece_to_id("<blk>"), f"--bpe-model {path}")
+
+
+def tokens_token_table(table: Mapping[int, str], path: str, blank_id: int) -> TokenTable:
+    """The token table of a tokens.txt {id: symbol} (`path`: its --tokens)."""
+    return TokenTable(tokens_vocabulary(table), blank_id, f"--tokens {path}")
 
 
 def check_vocabulary(stored: Optional[Mapping[str, Any]], actual: Vocabulary, source: str, flag: str) -> None:

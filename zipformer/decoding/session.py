@@ -3,7 +3,7 @@
 A recipe customises it through `zipformer.checkpoints.loader.DecodingRecipe` (how the model is built, how
 weights are loaded into it, what a batch decodes inside), so a tuner recipe's decode.py stays a few
 lines. The model, its configuration and vocabulary come from `zipformer.checkpoints.loader`
-(resolve_weights, build_model).
+(ModelLoader).
 """
 import argparse
 import logging
@@ -17,8 +17,8 @@ from torch import nn
 
 from zipformer.checkpoints.averaging import add_checkpoint_arguments, checkpoint_suffix
 from zipformer.checkpoints.config import flags_given
-from zipformer.checkpoints.loader import DecodingRecipe, build_model, resolve_weights
-from zipformer.checkpoints.vocabulary import bpe_vocabulary, load_bpe_model
+from zipformer.checkpoints.loader import DecodingRecipe, ModelLoader
+from zipformer.checkpoints.vocabulary import bpe_token_table, load_bpe_model
 from zipformer.core.atomic import atomic_open
 from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.flag_types import int_at_least, str2bool
@@ -35,6 +35,7 @@ from zipformer.decoding.scoring import (
     write_wer_summary,
 )
 from zipformer.model.flags import add_model_arguments, add_search_arguments
+from zipformer.model.frontend import frontend_params
 from zipformer.model.streaming import (
     FULL_CONTEXT_NOTE,
     append_tail_padding,
@@ -209,6 +210,16 @@ def save_results(
     return wer
 
 
+def check_chunk_flags(params: AttributeDict, given: frozenset, full_context_by_default: bool = True) -> bool:
+    """Check the latency flags of a causal model (a single chunk size and left context, or none);
+    return whether it decodes in full context because none was typed (decode.py and pretrained.py
+    do so by default; the streaming scripts need a latency)."""
+    full_context = full_context_by_default and full_context_unless_given(params, given)
+    if params.causal:
+        decoding_chunk_config(params)
+    return full_context
+
+
 class DecodingSession:
     """Everything decoding needs, set up once: params, model, BPE model, test sets.
 
@@ -222,7 +233,7 @@ class DecodingSession:
 
     def __init__(self, recipe: DecodingRecipe, args: argparse.Namespace, given: frozenset = frozenset()) -> None:
         """`given`: the flags typed on the command line (zipformer.checkpoints.config.flags_given)."""
-        params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
+        params = AttributeDict(frontend_params())
         params.update(vars(args))
         params.exp_dir = Path(params.exp_dir)
         self.recipe = recipe
@@ -230,13 +241,9 @@ class DecodingSession:
         if params.num_threads > 0:
             torch.set_num_threads(params.num_threads)
         self.sp = load_bpe_model(params.bpe_model)
-        params.blank_id = self.sp.piece_to_id("<blk>")
-        params.vocab_size = self.sp.get_piece_size()
         # The configuration stored with the weights names the result files, so it comes first.
-        weights = resolve_weights(params, recipe, given)
-        full_context = self.full_context_by_default and full_context_unless_given(params, given)
-        if params.causal:
-            decoding_chunk_config(params)
+        loader = ModelLoader(params, recipe, given, bpe_token_table(self.sp, params.bpe_model))
+        full_context = check_chunk_flags(params, given, self.full_context_by_default)
         method_dir = params.decoding_method + params.get("res_dir_suffix", "")
         params.res_dir = params.exp_dir / self.results_subdir / method_dir
         params.res_dir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +254,7 @@ class DecodingSession:
             logging.info(FULL_CONTEXT_NOTE)
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         logging.info(f"Device: {self.device}")
-        self.model = build_model(params, recipe, weights, bpe_vocabulary(self.sp), f"--bpe-model {params.bpe_model}")
+        self.model = loader.build()
         self.model.to(self.device)
         logging.info(params)
         self.params = params

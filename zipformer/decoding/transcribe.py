@@ -5,7 +5,6 @@
 """
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,17 +14,14 @@ from lhotse import Fbank, FbankConfig, Recording
 from lhotse.augmentation.resample import resample
 
 from zipformer.checkpoints.config import flags_given
-from zipformer.checkpoints.loader import DecodingRecipe, build_model, resolve_weights
-from zipformer.checkpoints.vocabulary import bpe_vocabulary, load_bpe_model
+from zipformer.checkpoints.loader import DecodingRecipe, ModelLoader
+from zipformer.checkpoints.vocabulary import bpe_token_table, load_bpe_model
 from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.params import AttributeDict
-from zipformer.decoding.session import decode_batch
+from zipformer.decoding.session import check_chunk_flags, decode_batch
 from zipformer.model.flags import add_model_arguments, add_search_arguments
-from zipformer.model.streaming import FULL_CONTEXT_NOTE, decoding_chunk_config, full_context_unless_given
-
-SAMPLE_RATE = 16000
-# log(1e-10): the value padded frames get in the training batches (lhotse's default).
-FEATURE_PADDING = math.log(1e-10)
+from zipformer.model.frontend import FEATURE_DIM, LOG_EPS, SAMPLE_RATE, frontend_params
+from zipformer.model.streaming import FULL_CONTEXT_NOTE
 
 
 def get_parser(recipe: Optional[DecodingRecipe] = None) -> argparse.ArgumentParser:
@@ -48,7 +44,7 @@ def get_parser(recipe: Optional[DecodingRecipe] = None) -> argparse.ArgumentPars
 
 
 def read_features(filenames: List[str]) -> List[torch.Tensor]:
-    extractor = Fbank(FbankConfig(num_mel_bins=80))
+    extractor = Fbank(FbankConfig(num_mel_bins=FEATURE_DIM))
     features = []
     for name in filenames:
         if not Path(name).is_file():
@@ -76,15 +72,10 @@ def load_checkpoint_model(
     `streaming`, a causal model given no latency decodes in full context.
     """
     sp = load_bpe_model(params.bpe_model)
-    params.blank_id = sp.piece_to_id("<blk>")
-    params.vocab_size = sp.get_piece_size()
-    weights = resolve_weights(params, recipe, given)
-    if not streaming and full_context_unless_given(params, given):
+    loader = ModelLoader(params, recipe, given, bpe_token_table(sp, params.bpe_model))
+    if check_chunk_flags(params, given, full_context_by_default=not streaming):
         logging.info(FULL_CONTEXT_NOTE)
-    if params.causal:
-        decoding_chunk_config(params)
-    model = build_model(params, recipe, weights, bpe_vocabulary(sp), f"--bpe-model {params.bpe_model}")
-    return model, sp
+    return loader.build(), sp
 
 
 def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset = frozenset()) -> List[str]:
@@ -92,7 +83,7 @@ def transcribe(params: AttributeDict, recipe: DecodingRecipe, given: frozenset =
     model, sp = load_checkpoint_model(params, recipe, given)
     features = read_features(params.sound_files)
     batch = {
-        "inputs": torch.nn.utils.rnn.pad_sequence(features, batch_first=True, padding_value=FEATURE_PADDING),
+        "inputs": torch.nn.utils.rnn.pad_sequence(features, batch_first=True, padding_value=LOG_EPS),
         "supervisions": {"num_frames": torch.tensor([f.shape[0] for f in features])},
     }
     params.decoding_method = params.method
@@ -106,7 +97,7 @@ def pretrained_params(recipe: DecodingRecipe) -> Tuple[AttributeDict, frozenset]
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s", level=logging.INFO)
     parser = get_parser(recipe)
     params = AttributeDict(vars(parser.parse_args()))
-    params.update(feature_dim=80, subsampling_factor=4)
+    params.update(frontend_params())
     return params, flags_given(parser)
 
 

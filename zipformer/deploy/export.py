@@ -32,14 +32,15 @@ from torch import nn
 
 from zipformer.checkpoints.averaging import add_checkpoint_arguments, checkpoint_suffix
 from zipformer.checkpoints.config import flags_given
-from zipformer.checkpoints.loader import DecodingRecipe, build_model, resolve_weights
-from zipformer.checkpoints.vocabulary import tokens_vocabulary
+from zipformer.checkpoints.loader import DecodingRecipe, ModelLoader
+from zipformer.checkpoints.vocabulary import tokens_token_table
 from zipformer.core.atomic import remove_stale_temp_files, temp_path, write_atomically
 from zipformer.core.errors import exit_on_user_error
 from zipformer.core.logs import setup_logger
 from zipformer.core.params import AttributeDict
 from zipformer.deploy.inference import BLANK_ID, OnnxTransducer, read_tokens
 from zipformer.model.flags import add_context_size_argument, add_model_arguments
+from zipformer.model.frontend import frontend_params
 
 OPSET_VERSION = 13
 # Length of the dummy input the encoder is traced with; the check runs other lengths.
@@ -402,14 +403,10 @@ def load_export_model(
     """The model to export (eval mode) and its state_dict; params gets vocab_size and blank_id
     from --tokens. `check(params, state_dict)` runs once the checkpoint's configuration is in
     params, before the model is built (it raises UserError for a model this export cannot take)."""
-    tokens = read_tokens(params.tokens)
-    params.vocab_size = len(tokens)
-    params.blank_id = BLANK_ID
-    weights = resolve_weights(params, recipe, given)
+    loader = ModelLoader(params, recipe, given, tokens_token_table(read_tokens(params.tokens), params.tokens, BLANK_ID))
     if check is not None:
-        check(params, weights.state_dict)
-    model = build_model(params, recipe, weights, tokens_vocabulary(tokens), f"--tokens {params.tokens}")
-    return model, weights.state_dict
+        check(params, loader.weights.state_dict)
+    return loader.build(), loader.weights.state_dict
 
 
 def onnx_file_names(exp_dir: Path, suffix: str) -> Tuple[Dict[str, Path], Dict[str, Path]]:
@@ -485,7 +482,7 @@ def export_params(recipe: ExportRecipe, argv: Optional[List[str]], log_name: str
     goes to {exp_dir}/log-export/{log_name}-*, after the partial files of killed exports are removed."""
     parser = get_parser(recipe)
     args = parser.parse_args(argv)
-    params = AttributeDict({"feature_dim": 80, "subsampling_factor": 4})
+    params = AttributeDict(frontend_params())
     params.update(vars(args))
     params.exp_dir = Path(params.exp_dir)
     if not params.exp_dir.is_dir():

@@ -6,11 +6,12 @@ from pathlib import Path
 from zipformer.checkpoints.averaging import add_checkpoint_arguments
 from zipformer.checkpoints.checkpoint import write_checkpoint_file
 from zipformer.checkpoints.config import flags_given, model_config
-from zipformer.checkpoints.loader import resolve_weights
+from zipformer.checkpoints.loader import ModelLoader
 from zipformer.core.errors import UserError, exit_on_user_error
 from zipformer.core.flag_types import flag_name
 from zipformer.core.params import AttributeDict
 from zipformer.model.flags import MODEL_CONFIG_KEYS, add_context_size_argument, add_model_arguments
+from zipformer.model.frontend import frontend_params
 from zipformer.tuners.recipes import TunerDecodingRecipe
 
 
@@ -31,17 +32,13 @@ def merge_main(recipe: TunerDecodingRecipe) -> None:
     """merge.py of a mergeable tuner: the tuned weights folded into a plain base checkpoint."""
     tuner = recipe.tuner
     parser = get_merge_parser(recipe)
-    params = AttributeDict({"feature_dim": 80, "blank_id": 0, **vars(parser.parse_args())})
+    params = AttributeDict({**frontend_params(), "blank_id": 0, **vars(parser.parse_args())})
     with exit_on_user_error():
         if not params[tuner.switch]:
             raise UserError(f"{flag_name(tuner.switch)} 0 leaves nothing to merge: drop the flag")
-        weights = resolve_weights(params, recipe, flags_given(parser))
-        embedding = weights.state_dict.get("decoder.embedding.weight")
-        if embedding is None:
-            raise UserError(f"{weights.source} has no decoder.embedding.weight: it is not a transducer checkpoint")
-        params.vocab_size = embedding.shape[0]
-        model = recipe.get_model(params)
-        recipe.load_weights(model, weights, params)
+        loader = ModelLoader(params, recipe, flags_given(parser), tokens=None)
+        weights = loader.weights
+        model = loader.build()
         tuner.merge(model)
     merged = {
         "model": model.state_dict(),
