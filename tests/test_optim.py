@@ -120,6 +120,17 @@ def test_eden_warmup_is_linear_and_applies_to_every_group() -> None:
     assert scheduler.batch == 251
 
 
+def test_eden_leaves_the_lrs_alone_until_its_first_step() -> None:
+    """As icefall's: constructing Eden changes no lr; step_epoch or step_batch sets them."""
+    opt = ScaledAdam([nn.Parameter(torch.ones(2))], lr=0.045)
+    scheduler = Eden(opt, lr_batches=7500, lr_epochs=3.5)
+    assert opt.param_groups[0]["lr"] == 0.045
+    scheduler.step_epoch(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.045 * 0.5)
+    with pytest.raises(ValueError, match="warmup_start"):
+        Eden(opt, lr_batches=7500, lr_epochs=3.5, warmup_start=1.5)
+
+
 def test_eden_state_dict_round_trip() -> None:
     opt = ScaledAdam([nn.Parameter(torch.ones(2))], lr=0.045)
     scheduler = Eden(opt, lr_batches=7500, lr_epochs=3.5)
@@ -169,6 +180,20 @@ def test_single_and_second_step_match_hand_computation() -> None:
     v_s = 0.98 * 0.02 * sg1**2 + 0.02 * sg2**2
     delta_s2 = 0.9 * delta_s1 - lr * 0.1 * 0.1 * sg2 / (math.sqrt(v_s / bc) + eps)
     assert s.item() == pytest.approx(s0 + delta_s1 + delta_s2, abs=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_the_optimizer_state_is_float32(dtype: torch.dtype) -> None:
+    """icefall keeps every moment, the RMS and the size gradients in float32, whatever the dtype."""
+    w = nn.Parameter(torch.ones(3, 4, dtype=dtype))
+    s = nn.Parameter(torch.ones((), dtype=dtype))
+    opt = ScaledAdam([w, s], lr=0.05)
+    w.grad, s.grad = torch.ones_like(w), torch.ones_like(s)
+    opt.step()
+    for p in (w, s):
+        tensors = {k: v for k, v in opt.state[p].items() if isinstance(v, torch.Tensor)}
+        assert tensors and all(v.dtype == torch.float32 for v in tensors.values()), tensors
+    assert w.dtype == dtype
 
 
 def test_scalar_is_clamped_after_its_update() -> None:
