@@ -95,7 +95,7 @@ class ScaledAdam(torch.optim.Optimizer):
       eps: added to the Adam denominators.
       param_min_rms: below this RMS a tensor is not shrunk further (and it floors the step size).
       param_max_rms: the size update never grows a tensor's RMS beyond this.
-      scalar_max: one-element parameters are clamped to [-scalar_max, scalar_max].
+      scalar_max: one-element parameters are clamped to [-scalar_max, scalar_max] after each update.
       size_update_period: steps between size updates (and param_rms refreshes).
       clipping_update_period: steps between threshold re-estimates; also the norm window length.
     """
