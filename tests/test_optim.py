@@ -1,19 +1,89 @@
-"""ScaledAdam, Eden and the GradScaler policy against hand computations."""
+"""ScaledAdam, Eden and the GradScaler policy against icefall's recorded trajectories and hand computations."""
 import copy
+import dataclasses
 import io
 import logging
 import math
 
 import pytest
 import torch
+from optim_cases import CASES, CHECKPOINT_STEPS, LARGE_GRADIENT_STEPS, replay
 from torch import nn
 
 from zipformer.training.grad_scale import GradScaleStatus, GradScaleTooSmallError, adjust_grad_scale, create_grad_scaler
 from zipformer.training.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
 
+from conftest import TEST_DATA_DIR
+
 
 def _rms(t: torch.Tensor) -> float:
     return t.pow(2).mean().sqrt().item()
+
+
+# ---------------------------------------------------------------- icefall's trajectories
+
+# Float32 rounding: the two optimizers sum the clipping norm in a different order (icefall
+# stacks tensors of the same shape), which moves a parameter by an ulp or so now and then.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture(scope="module")
+def icefall_reference() -> dict:
+    """tests/data/icefall_optim_reference.pt: icefall's parameters after each checkpointed step."""
+    return torch.load(TEST_DATA_DIR / "icefall_optim_reference.pt", weights_only=True)["cases"]
+
+
+def _our_threshold(optimizer: ScaledAdam):
+    return optimizer.clipping_threshold
+
+
+@pytest.mark.parametrize("case_name", list(CASES))
+def test_replays_icefall_trajectory(case_name: str, icefall_reference: dict) -> None:
+    """Same problems, same gradients: the same lrs, clipping thresholds and parameters after
+    steps 1, 10, 50, 100, 200 and 300 as icefall's ScaledAdam + Eden."""
+    recorded = icefall_reference[case_name]
+    replayed = replay(CASES[case_name], ScaledAdam, Eden, _our_threshold)
+    assert sorted(recorded) == sorted(replayed) == list(CHECKPOINT_STEPS)
+    for step in CHECKPOINT_STEPS:
+        want, got = recorded[step], replayed[step]
+        assert got["lrs"] == pytest.approx(want["lrs"], rel=1e-12), f"lrs after step {step}"
+        if want["threshold"] is None:
+            assert got["threshold"] is None, f"threshold after step {step}"
+        else:
+            assert got["threshold"] == pytest.approx(want["threshold"], rel=RTOL), f"threshold after step {step}"
+        for name, value in want["params"].items():
+            torch.testing.assert_close(
+                got["params"][name], value, rtol=RTOL, atol=ATOL,
+                msg=lambda m, name=name, step=step: f"{name} after step {step}: {m}",
+            )
+
+
+def test_the_recorded_cases_exercise_every_branch(icefall_reference: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """What makes the replays discriminating: clipping acts, the scalars sit at scalar_max, a
+    tensor is held at param_max_rms and the zero-initialised one moves off its floor."""
+    caplog.set_level(logging.WARNING)
+    replay(CASES["seed_lr"], ScaledAdam, Eden, _our_threshold)
+    clipped = [r for r in caplog.records if r.getMessage().startswith("Scaling gradients")]
+    assert len(clipped) == len(LARGE_GRADIENT_STEPS)
+    large = icefall_reference["large_lr"][300]["params"]
+    assert abs(large["gain"].item()) == CASES["large_lr"].optimizer["scalar_max"]
+    # dec.weight is pulled towards RMS 5; the size update stops at param_max_rms (3), the
+    # Adam part overshoots it a little.
+    assert 3.0 < _rms(icefall_reference["seed_lr"][300]["params"]["dec.weight"]) < 3.4
+    assert _rms(icefall_reference["groups"][300]["params"]["tiny.weight"]) > 1e-2
+
+
+def test_clipping_is_one_norm_over_all_groups() -> None:
+    """Splitting the parameters into groups with the same settings changes nothing, clipping
+    included (icefall would clip each group on its own: README, "Deliberate differences")."""
+    one_group = replay(CASES["seed_lr"], ScaledAdam, Eden, _our_threshold)
+    names = tuple(one_group[1]["params"])
+    split = dataclasses.replace(CASES["seed_lr"], groups=((names[:3], {}), (names[3:], {})))
+    two_groups = replay(split, ScaledAdam, Eden, _our_threshold)
+    for step in CHECKPOINT_STEPS:
+        assert two_groups[step]["threshold"] == one_group[step]["threshold"]
+        for name, value in one_group[step]["params"].items():
+            assert torch.equal(two_groups[step]["params"][name], value), (name, step)
 
 
 # ---------------------------------------------------------------- Eden
@@ -50,6 +120,17 @@ def test_eden_warmup_is_linear_and_applies_to_every_group() -> None:
     assert scheduler.batch == 251
 
 
+def test_eden_leaves_the_lrs_alone_until_its_first_step() -> None:
+    """As icefall's: constructing Eden changes no lr; step_epoch or step_batch sets them."""
+    opt = ScaledAdam([nn.Parameter(torch.ones(2))], lr=0.045)
+    scheduler = Eden(opt, lr_batches=7500, lr_epochs=3.5)
+    assert opt.param_groups[0]["lr"] == 0.045
+    scheduler.step_epoch(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.045 * 0.5)
+    with pytest.raises(ValueError, match="warmup_start"):
+        Eden(opt, lr_batches=7500, lr_epochs=3.5, warmup_start=1.5)
+
+
 def test_eden_state_dict_round_trip() -> None:
     opt = ScaledAdam([nn.Parameter(torch.ones(2))], lr=0.045)
     scheduler = Eden(opt, lr_batches=7500, lr_epochs=3.5)
@@ -68,7 +149,8 @@ def test_eden_state_dict_round_trip() -> None:
 
 
 def test_single_and_second_step_match_hand_computation() -> None:
-    """Adam part (scaled by param_rms, bias-corrected, momentum) and scalar part, by hand."""
+    """Adam part (scaled by param_rms, bias-corrected, momentum) and scalar part, by hand.
+    float64 parameters, float32 optimizer state (as icefall's): equal to float32 rounding of the steps."""
     lr, eps = 0.1, 1e-8
     w0 = torch.tensor([[1.0, -2.0], [3.0, 0.5]], dtype=torch.float64)
     g1 = torch.tensor([[0.1, 0.2], [-0.3, 0.05]], dtype=torch.float64)
@@ -84,9 +166,9 @@ def test_single_and_second_step_match_hand_computation() -> None:
     rms = math.sqrt((1 + 4 + 9 + 0.25) / 4)
     # Step 0: v = 0.02 g², bias correction 1 - 0.98 = 0.02, so v̂ = g².
     delta_w1 = -lr * 0.1 * rms * g1 / (g1.abs() + eps)
-    torch.testing.assert_close(w.detach(), w0 + delta_w1, rtol=0, atol=1e-14)
+    torch.testing.assert_close(w.detach(), w0 + delta_w1, rtol=0, atol=1e-8)
     delta_s1 = -lr * 0.1 * 0.1 * sg1 / (abs(sg1) + eps)
-    assert s.item() == pytest.approx(s0 + delta_s1, abs=1e-14)
+    assert s.item() == pytest.approx(s0 + delta_s1, abs=1e-8)
 
     w.grad, s.grad = g2.clone(), torch.tensor(sg2, dtype=torch.float64)
     opt.step()
@@ -94,18 +176,44 @@ def test_single_and_second_step_match_hand_computation() -> None:
     v = 0.98 * 0.02 * g1**2 + 0.02 * g2**2
     bc = 1 - 0.98**2
     delta_w2 = 0.9 * delta_w1 - lr * 0.1 * rms * g2 / ((v / bc).sqrt() + eps)
-    torch.testing.assert_close(w.detach(), w0 + delta_w1 + delta_w2, rtol=0, atol=1e-14)
+    torch.testing.assert_close(w.detach(), w0 + delta_w1 + delta_w2, rtol=0, atol=1e-8)
     v_s = 0.98 * 0.02 * sg1**2 + 0.02 * sg2**2
     delta_s2 = 0.9 * delta_s1 - lr * 0.1 * 0.1 * sg2 / (math.sqrt(v_s / bc) + eps)
-    assert s.item() == pytest.approx(s0 + delta_s1 + delta_s2, abs=1e-14)
+    assert s.item() == pytest.approx(s0 + delta_s1 + delta_s2, abs=1e-8)
 
 
-def test_scalar_is_clamped_before_its_update() -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_the_optimizer_state_is_float32(dtype: torch.dtype) -> None:
+    """icefall keeps every moment, the RMS and the size gradients in float32, whatever the dtype."""
+    w = nn.Parameter(torch.ones(3, 4, dtype=dtype))
+    s = nn.Parameter(torch.ones((), dtype=dtype))
+    opt = ScaledAdam([w, s], lr=0.05)
+    w.grad, s.grad = torch.ones_like(w), torch.ones_like(s)
+    opt.step()
+    for p in (w, s):
+        tensors = {k: v for k, v in opt.state[p].items() if isinstance(v, torch.Tensor)}
+        assert tensors and all(v.dtype == torch.float32 for v in tensors.values()), tensors
+    assert w.dtype == dtype
+
+
+def test_scalar_is_clamped_after_its_update() -> None:
+    """As in icefall: p += delta, then p is clamped to [-scalar_max, scalar_max]."""
+    step = 0.1 * 0.1 * 0.1 * 1.0 / (1.0 + 1e-8)  # lr * scalar_lr_scale * (1 - beta1) * g / |g|
     s = nn.Parameter(torch.tensor(12.0, dtype=torch.float64))
     opt = ScaledAdam([s], lr=0.1, scalar_max=10.0)
     s.grad = torch.tensor(1.0, dtype=torch.float64)
     opt.step()
-    assert s.item() == pytest.approx(10.0 - 0.1 * 0.1 * 0.1 * 1.0 / (1.0 + 1e-8), abs=1e-12)
+    assert s.item() == 10.0  # 12 - step, clamped
+    inside = nn.Parameter(torch.tensor(10.0 - step / 2, dtype=torch.float64))
+    opt = ScaledAdam([inside], lr=0.1, scalar_max=10.0)
+    inside.grad = torch.tensor(-1.0, dtype=torch.float64)
+    opt.step()
+    assert inside.item() == 10.0  # pushed across the limit, clamped back to it
+    free = nn.Parameter(torch.tensor(5.0, dtype=torch.float64))
+    opt = ScaledAdam([free], lr=0.1, scalar_max=10.0)
+    free.grad = torch.tensor(1.0, dtype=torch.float64)
+    opt.step()
+    assert free.item() == pytest.approx(5.0 - step, abs=1e-8)
 
 
 def test_size_update_pulls_rms_down_to_param_max_rms() -> None:
@@ -122,11 +230,11 @@ def test_size_update_pulls_rms_down_to_param_max_rms() -> None:
     w.grad = torch.zeros_like(w)
     opt.step()
     size_step = (1.0 - 2.5) / 2.5
-    torch.testing.assert_close(w.detach(), w0 * (1 + 0.1 * size_step), rtol=1e-12, atol=0)
+    torch.testing.assert_close(w.detach(), w0 * (1 + 0.1 * size_step), rtol=1e-6, atol=0)
     w.grad = torch.zeros_like(w)
     opt.step()  # momentum only
     expected = w0 * (1 + 0.1 * size_step * (1 + 0.9))
-    torch.testing.assert_close(w.detach(), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(w.detach(), expected, rtol=1e-6, atol=0)
 
 
 def test_size_update_does_not_grow_rms_beyond_param_max_rms() -> None:
@@ -212,7 +320,7 @@ def test_gradient_above_threshold_is_scaled_down_to_it() -> None:
     # For a scalar the clipping norm is 0.1·|g|.
     at_threshold, _ = run(opt.clipping_threshold / 0.1, 2.0)
     unclipped, _ = run(1000.0, None)
-    assert clipped == pytest.approx(at_threshold, abs=1e-12)
+    assert clipped == pytest.approx(at_threshold, abs=1e-8)
     assert abs(clipped - unclipped) > 1e-4
 
 

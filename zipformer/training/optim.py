@@ -1,16 +1,23 @@
-"""ScaledAdam and the Eden learning-rate schedule (the Feb-2024 algorithm of the published numbers).
+"""ScaledAdam and the Eden learning-rate schedule, computing what icefall's zipformer/optim.py computes.
 
 ScaledAdam is Adam whose step for a tensor is proportional to that tensor's RMS (so every
 weight matrix changes by the same *relative* amount per step), plus:
-  - a learned overall size of each tensor, updated every `size_update_period` steps and kept
-    within [param_min_rms, param_max_rms];
-  - plain Adam with a smaller learning rate (lr * scalar_lr_scale) for one-element tensors;
-  - global gradient clipping against a threshold re-estimated from the median of recent norms.
+  - a learned overall size of each tensor, updated every `size_update_period` steps by at most
+    10% and kept within [param_min_rms, param_max_rms];
+  - plain Adam with a smaller learning rate (lr * scalar_lr_scale) for one-element tensors,
+    clamped to [-scalar_max, scalar_max] after each update;
+  - gradient clipping against a threshold re-estimated from the median of recent norms.
+The optimizer state is float32, as in the reference. tests/test_optim.py replays trajectories
+recorded with icefall's optimizer (tests/data/README.md) and checks they agree step for step.
 
-Parameters whose `.grad` is None are skipped entirely (their values and state stay untouched),
-so frozen weights stay bit-identical whether or not they were given to the optimizer.
+Where it deliberately differs (README.md, "Deliberate differences from icefall"): one clipping
+norm over all parameter groups together; parameters whose `.grad` is None are skipped entirely
+(their values and state stay untouched, so frozen weights stay bit-identical whether or not they
+were given to the optimizer); a non-finite gradient norm is left out of the clipping window and
+makes the whole step use zero gradients.
 """
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
@@ -21,6 +28,8 @@ from torch import Tensor, nn
 # Steps (before the first full window) at which the clipping threshold is re-estimated early,
 # from the norms seen so far, and doubled because norms still change fast at the start.
 _EARLY_THRESHOLD_STEPS = (10, 20, 40)
+# The most a tensor's size may change, relatively, in one size update (either direction).
+_MAX_SIZE_STEP = 0.1
 
 
 def get_parameter_groups_with_lrs(
@@ -86,7 +95,7 @@ class ScaledAdam(torch.optim.Optimizer):
       eps: added to the Adam denominators.
       param_min_rms: below this RMS a tensor is not shrunk further (and it floors the step size).
       param_max_rms: the size update never grows a tensor's RMS beyond this.
-      scalar_max: one-element parameters are clamped to [-scalar_max, scalar_max].
+      scalar_max: one-element parameters are clamped to [-scalar_max, scalar_max] after each update.
       size_update_period: steps between size updates (and param_rms refreshes).
       clipping_update_period: steps between threshold re-estimates; also the norm window length.
     """
@@ -156,18 +165,23 @@ class ScaledAdam(torch.optim.Optimizer):
         return loss
 
     def _init_state(self, group: dict, p: Tensor, state: dict) -> None:
+        # The moments are float32 whatever the parameter's dtype, as in the reference.
         state["step"] = 0
-        state["delta"] = torch.zeros_like(p)
-        state["exp_avg_sq"] = torch.zeros_like(p)
+        state["delta"] = torch.zeros_like(p, dtype=torch.float32)
+        state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
         if p.numel() > 1:
-            state["param_rms"] = _rms(p)
+            state["param_rms"] = _rms(p).to(torch.float32)
             state["scale_exp_avg_sq"] = torch.zeros_like(state["param_rms"])
             state["scale_grads"] = torch.zeros(
-                group["size_update_period"], dtype=p.dtype, device=p.device
+                group["size_update_period"], dtype=torch.float32, device=p.device
             )
 
     def _clipping_factor(self, active: list[tuple[dict, Tensor]]) -> float:
-        """The factor (<= 1) the gradients of this step are multiplied by."""
+        """The factor (<= 1) the gradients of this step are multiplied by.
+
+        norm² = Σ |grad ⊙ param_rms|² over tensors + Σ (scalar_lr_scale · grad)² over scalars,
+        summed in float32 over all groups together (see README, "Deliberate differences").
+        """
         if self.clipping_scale is None:
             return 1.0
         step = self._num_steps
@@ -175,30 +189,34 @@ class ScaledAdam(torch.optim.Optimizer):
             # Like the reference: the first step neither records a norm nor clips.
             return 1.0
 
-        sumsq = []
+        sumsq_per_param = []
         for group, p in active:
             if p.numel() == 1:
-                sumsq.append((p.grad.float() ** 2).sum() * group["scalar_lr_scale"] ** 2)
+                sumsq_per_param.append((p.grad**2).sum() * group["scalar_lr_scale"] ** 2)
             else:
-                sumsq.append(((p.grad.float() * self.state[p]["param_rms"]) ** 2).sum())
-        sumsq_per_param = torch.stack([s.to(sumsq[0].device) for s in sumsq])
-        norm = sumsq_per_param.sum().sqrt().item()
-        if norm == norm and norm != float("inf"):
+                sumsq_per_param.append(((p.grad * self.state[p]["param_rms"]) ** 2).sum())
+        tot_sumsq = torch.zeros((), dtype=torch.float32, device=active[0][1].device)
+        for sumsq in sumsq_per_param:
+            tot_sumsq += sumsq.to(tot_sumsq.device)
+        tot_norm = tot_sumsq.sqrt()
+        norm = tot_norm.item()
+        finite = math.isfinite(norm)
+        if finite:
             self._recent_norms.append(norm)
 
         early = step in _EARLY_THRESHOLD_STEPS and step < self.clipping_update_period
         if early or step % self.clipping_update_period == 0:
             self._estimate_threshold(early)
-        if norm != norm or norm == float("inf"):
+        if not finite:
             logging.warning(f"Gradient norm is {norm} at step {step}: ignoring this gradient")
             return 0.0
         if self._threshold is None:
             return 1.0
-        factor = min(1.0, self._threshold / (norm + 1.0e-20))
+        factor = min(1.0, (self._threshold / (tot_norm + 1.0e-20)).item())
         if factor < 1.0:
             self._num_clipped += 1
         if factor < 0.5:
-            worst = active[int(sumsq_per_param.argmax())][1]
+            worst = active[int(torch.stack([s.to(tot_sumsq.device) for s in sumsq_per_param]).argmax())][1]
             worst_name = _param_names(self.param_groups).get(worst, "an unnamed parameter")
             logging.warning(
                 f"Scaling gradients by {factor:.3e} at step {step}: norm={norm:.3e}, "
@@ -224,30 +242,48 @@ class ScaledAdam(torch.optim.Optimizer):
         )
 
     def _update(self, group: dict, p: Tensor, state: dict, grad_factor: float) -> None:
+        """One step of one tensor: its Adam direction (times its RMS, plus every
+        `size_update_period` steps a size step along itself) enters the momentum `delta`
+        with weight 1 - beta1, and `delta` is added to the tensor; scalars are clamped after."""
         if grad_factor == 0.0:
             grad = torch.zeros_like(p.grad)  # not grad * 0, which keeps inf/nan as nan
         else:
             grad = p.grad if grad_factor == 1.0 else p.grad * grad_factor
         step = state["step"]
-        beta1 = group["betas"][0]
-        period = group["size_update_period"]
-        delta = state["delta"]
-        delta.mul_(beta1)
         if p.numel() == 1:
-            self._scalar_step(group, p, grad, state)
+            direction = self._adam_direction(group, grad, state, group["lr"] * group["scalar_lr_scale"])
         else:
+            period = group["size_update_period"]
             state["scale_grads"][step % period] = (p * grad).sum()
             if step % period == period - 1:
                 state["param_rms"].copy_(_rms(p))
-                if step > 0:
-                    self._size_update(group, p, state)
-            self._adam_step(group, grad, state)
-            p.add_(delta)
+            direction = self._adam_direction(group, grad, state, group["lr"])
+            direction *= state["param_rms"].clamp(min=group["param_min_rms"])
+            if step % period == period - 1 and step > 0:
+                direction.add_(p * self._size_step(group, state))
+        beta1 = group["betas"][0]
+        state["delta"].mul_(beta1).add_(direction, alpha=1 - beta1)
+        p.add_(state["delta"])
+        if p.numel() == 1:
+            p.clamp_(min=-group["scalar_max"], max=group["scalar_max"])
         state["step"] = step + 1
 
-    def _size_update(self, group: dict, p: Tensor, state: dict) -> None:
-        """Grow or shrink the whole tensor along itself, driven by the recent sum(p * grad)."""
-        beta1, beta2 = group["betas"]
+    def _adam_direction(self, group: dict, grad: Tensor, state: dict, lr: float) -> Tensor:
+        """-lr * grad / (sqrt(v̂) + eps), v the decaying mean of grad²; v is bias-corrected only
+        while the correction exceeds 1% (the reference's rule; no beta1 correction at all)."""
+        beta2 = group["betas"][1]
+        exp_avg_sq = state["exp_avg_sq"]
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction2 = 1 - beta2 ** (state["step"] + 1)
+        if bias_correction2 < 0.99:
+            exp_avg_sq = exp_avg_sq * (1.0 / bias_correction2)
+        return -lr * grad / exp_avg_sq.sqrt().add_(group["eps"])
+
+    def _size_step(self, group: dict, state: dict) -> Tensor:
+        """The relative change of the tensor's size, from the last `period` values of
+        sum(p * grad): Adam on the log of the size with lr * scalar_lr_scale, limited to
+        ±_MAX_SIZE_STEP, 0 (no shrinking) below param_min_rms, never growing past param_max_rms."""
+        beta2 = group["betas"][1]
         scale_grads = state["scale_grads"]
         param_rms = state["param_rms"]
         period = scale_grads.numel()
@@ -255,45 +291,15 @@ class ScaledAdam(torch.optim.Optimizer):
         beta2_period = beta2**period
         scale_exp_avg_sq = state["scale_exp_avg_sq"]
         scale_exp_avg_sq.mul_(beta2_period).add_((scale_grads**2).mean(), alpha=1 - beta2_period)
-
         num_size_updates = (state["step"] + 1) // period
         bias_correction2 = 1 - beta2_period**num_size_updates
+        size_lr = group["lr"] * group["scalar_lr_scale"]
         scale_step = (
-            -group["lr"]
-            * group["scalar_lr_scale"]
-            * bias_correction2**0.5
-            * scale_grads.sum()
-            / (scale_exp_avg_sq.sqrt() + group["eps"])
+            -size_lr * bias_correction2**0.5 * scale_grads.sum() / (scale_exp_avg_sq.sqrt() + group["eps"])
         )
-        # A tensor that has collapsed is not shrunk further; none is grown beyond param_max_rms.
         scale_step = scale_step.masked_fill(param_rms < group["param_min_rms"], 0.0)
-        scale_step = torch.minimum(scale_step, (group["param_max_rms"] - param_rms) / param_rms)
-        state["delta"].add_(p * scale_step, alpha=1 - beta1)
-
-    def _adam_step(self, group: dict, grad: Tensor, state: dict) -> None:
-        beta1, beta2 = group["betas"]
-        exp_avg_sq = state["exp_avg_sq"]
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction2 = 1 - beta2 ** (state["step"] + 1)
-        # Bias-correct only while it matters (the reference's rule).
-        if bias_correction2 < 0.99:
-            exp_avg_sq = exp_avg_sq / bias_correction2
-        denom = exp_avg_sq.sqrt() + group["eps"]
-        param_rms = state["param_rms"].clamp(min=group["param_min_rms"])
-        step_size = -group["lr"] * (1 - beta1) * param_rms
-        state["delta"].add_(grad / denom * step_size)
-
-    def _scalar_step(self, group: dict, p: Tensor, grad: Tensor, state: dict) -> None:
-        beta1, beta2 = group["betas"]
-        exp_avg_sq = state["exp_avg_sq"]
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction2 = 1 - beta2 ** (state["step"] + 1)
-        denom = (exp_avg_sq / bias_correction2).sqrt() + group["eps"]
-        lr = group["lr"] * group["scalar_lr_scale"]
-        delta = state["delta"]
-        delta.add_(grad / denom, alpha=-lr * (1 - beta1))
-        p.clamp_(min=-group["scalar_max"], max=group["scalar_max"])
-        p.add_(delta)
+        scale_step = scale_step.clamp(min=-_MAX_SIZE_STEP, max=_MAX_SIZE_STEP)
+        return torch.minimum(scale_step, (group["param_max_rms"] - param_rms) / param_rms)
 
     def state_dict(self) -> dict[str, Any]:
         """torch's optimizer state plus the global clipping state, under "clipping"."""
@@ -335,7 +341,8 @@ class LRScheduler:
 
     Unlike torch's schedulers it is driven explicitly: `step_batch(b)` after each backward and
     `step_epoch(e)` at the start of each epoch; subclasses define `get_lr()`. Each param group's
-    initial lr is kept in the group as "base_lr".
+    initial lr is kept in the group as "base_lr". As in the reference, constructing the schedule
+    leaves the groups' lrs as they are: the first `step_batch` or `step_epoch` sets them.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -347,7 +354,6 @@ class LRScheduler:
         self.base_lrs = [group["base_lr"] for group in optimizer.param_groups]
         self.epoch = 0
         self.batch = 0
-        self._set_lrs()
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch}
@@ -393,6 +399,8 @@ class Eden(LRScheduler):
         warmup_batches: float = 500.0,
         warmup_start: float = 0.5,
     ) -> None:
+        if not 0.0 <= warmup_start <= 1.0:
+            raise ValueError(f"warmup_start must be in [0, 1], got {warmup_start}")
         self.lr_batches = lr_batches
         self.lr_epochs = lr_epochs
         self.warmup_batches = warmup_batches
@@ -407,4 +415,5 @@ class Eden(LRScheduler):
         else:
             progress = self.batch / self.warmup_batches
             warmup = self.warmup_start + (1.0 - self.warmup_start) * progress
-        return [base_lr * batch_factor * epoch_factor * warmup for base_lr in self.base_lrs]
+        factor = batch_factor * epoch_factor
+        return [base_lr * factor * warmup for base_lr in self.base_lrs]
