@@ -1,10 +1,10 @@
-"""local/gpu_check.py on CPU with a tiny model: every report line, and the one-line stop on a non-finite loss."""
+"""local/benchmarks/gpu_check.py on CPU with a tiny model: every report line, and the one-line stop on a non-finite loss."""
 import math
 import sys
 
 import pytest
 
-import local.gpu_check as gpu_check
+import local.benchmarks.gpu_check as gpu_check
 
 from conftest import TINY_MODEL_FLAGS, run_script
 
@@ -22,7 +22,7 @@ TINY_CHECK_FLAGS = [
 
 @pytest.mark.slow
 def test_reports_training_backends_and_decoding_on_cpu() -> None:
-    out = run_script("local/gpu_check.py", *TINY_CHECK_FLAGS).stdout
+    out = run_script("local/benchmarks/gpu_check.py", *TINY_CHECK_FLAGS).stdout
     lines = dict(line.split(": ", 1) for line in out.splitlines())
     assert lines["device"].startswith("CPU (no CUDA GPU), float32")
     assert lines["train"].startswith("3 batches, median step")

@@ -90,8 +90,12 @@ def test_no_name_in_a_script_folder_shadows_an_importable_module(folder: Path, t
     one (a library, or this project's own packages) would replace it for that script."""
     names = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
     names = sorted(name for name in names if name.isidentifier() and name != "__init__")
-    # Asked from an empty folder, so that only installed modules answer.
-    code = f"import importlib.util\nprint([n for n in {names!r} if importlib.util.find_spec(n) is not None])"
+    # Asked from an empty folder, so that only installed modules answer; a bare folder on the path
+    # (a namespace package, origin None) holds no module to shadow.
+    code = (
+        "import importlib.util\n"
+        f"print([n for n in {names!r} if (s := importlib.util.find_spec(n)) is not None and s.origin is not None])"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", f"{folder.relative_to(REPO_DIR)}: {result.stdout.strip()} would be shadowed"
 

@@ -17,8 +17,8 @@ status 1. Without a CUDA GPU it runs on CPU in float32 (pass a tiny model's flag
 CI test does).
 
 Usage:
-  ./local/gpu_check.py                               # one GPU, under 5 minutes
-  ./local/gpu_check.py --batches 20 --adapter-dim 8  # any flag of zipformer_adapter/train.py
+  ./local/benchmarks/gpu_check.py                               # one GPU, under 5 minutes
+  ./local/benchmarks/gpu_check.py --batches 20 --adapter-dim 8  # any flag of zipformer_adapter/train.py
 """
 import argparse
 import importlib
@@ -36,12 +36,14 @@ from zipformer.decoding.beam_search import greedy_search_batch
 from zipformer.loss.rnnt_loss import BACKENDS
 from zipformer.model.builder import count_parameters
 from zipformer.model.scaling import set_batch_count
+from zipformer.training.flags import get_params
+from zipformer.training.flags import get_parser as get_training_parser
 from zipformer.training.grad_scale import adjust_grad_scale, create_grad_scaler
+from zipformer.training.loss import compute_loss
 from zipformer.training.memory import peak_resident_mb
 from zipformer.training.optim import Eden, ScaledAdam, get_parameter_groups_with_lrs
+from zipformer.training.schedule import get_adjusted_batch_count
 from zipformer.training.state import FINETUNE_BATCH_COUNT_OFFSET, TrainingState
-from zipformer.training.trainer import compute_loss, get_adjusted_batch_count, get_params
-from zipformer.training.trainer import get_parser as get_training_parser
 from zipformer.tuners.recipes import TunerTrainingRecipe
 from zipformer_adapter.adapter import AdapterTuner
 
