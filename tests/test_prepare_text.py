@@ -1,4 +1,4 @@
-"""Text side of the embedded corpus: normalisation, sentence filter, topic split, corpus config."""
+"""Text side of the embedded corpus: normalisation (English, German), sentence filter, topic split, corpus config."""
 import dataclasses
 import hashlib
 import json
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from local.languages import ENGLISH, GERMAN, spell_numbers
 from local.synth.corpus_config import DEFAULT_SIZES, DOMAINS, QUICK_SIZES, RoomConfig, load_config
 from local.synth.synthesize_corpus import prepare_text, read_text_pools, split_stamp
 from local.text_corpus import (
@@ -14,7 +15,10 @@ from local.text_corpus import (
     fortune_entries,
     is_speakable,
     normalize_text,
+    read_sentences,
+    rejection,
     sentences_from_file,
+    spoken_form,
 )
 from zipformer.core.errors import UserError
 
@@ -195,3 +199,57 @@ def test_source_and_target_text_and_stamps_are_unchanged_by_target_b(tmp_path: P
             domain, split = name.split("_")
             stamp = split_stamp(config, domain, split, pools[domain][split][: config.domain(domain).sizes[split]])
             assert hashlib.sha256(stamp.encode()).hexdigest() == expected, (quick, name)
+
+
+def test_german_transcripts_keep_their_letters():
+    assert normalize_text("Große Äpfel fallen über Öl, geht's?", GERMAN) == "GROßE ÄPFEL FALLEN ÜBER ÖL GEHT'S"
+    assert GERMAN.upper("straße") == "STRAßE"  # ß has no capital in use: not "STRASSE"
+    assert normalize_text("Große Äpfel") == "GRO E PFEL"  # English keeps a-z only
+
+
+@pytest.mark.parametrize(
+    "text, spoken",
+    [
+        ("Er wurde 90.", "Er wurde neunzig."),
+        ("Wir hatten 70.000 Abgänge.", "Wir hatten siebzigtausend Abgänge."),  # "." groups thousands
+        ("Bei 0,5 Quadratkilometern.", "Bei null Komma fünf Quadratkilometern."),
+        ("Sie standen bis 1822 auf dem Index.", "Sie standen bis achtzehnhundertzweiundzwanzig auf dem Index."),
+        ("Zähl 3, 4 und 5!", "Zähl drei, vier und fünf!"),
+        ("Er kam am 3. Mai.", "Er kam am 3. Mai."),  # an ordinal: left as digits, the sentence is dropped
+        ("Das kostet 5% mehr.", "Das kostet 5% mehr."),
+        ("Um 20:15 Uhr.", "Um 20:15 Uhr."),
+        ("Agent 007 kommt.", "Agent 007 kommt."),
+    ],
+)
+def test_german_numbers_are_read_in_german(text, spoken):
+    assert spoken_form(text, GERMAN) == spoken
+    assert spell_numbers(text, ENGLISH) == text  # English keeps its digits (and drops the sentence)
+
+
+@pytest.mark.parametrize(
+    "sentence, reason",
+    [
+        ("Die Vernunft über alles stellen ist töricht.", None),
+        ("Sie wurde heute 90 Jahre alt.", None),
+        ("Wir sitzen im Café und trinken Tee.", "characters outside the German alphabet"),
+        ("Er kam am 3. Mai nach Hause.", "digits"),
+        ("Die EU ist groß und weit.", "acronyms"),
+        ("Das sagte mir gestern Dr.", "abbreviations"),
+        ("Das ist die Sache z.", "single letters"),
+        ("Viel zu kurz.", "fewer than 4 or more than 20 words"),
+    ],
+)
+def test_german_sentence_filter_names_why_a_sentence_is_dropped(sentence, reason):
+    assert rejection(spoken_form(sentence, GERMAN), GERMAN) == reason
+
+
+def test_german_entries_are_cut_into_sentences_and_the_drops_counted(tmp_path: Path):
+    path = tmp_path / "zitate"
+    path.write_text(
+        "Am 3. Mai fällt der Regen leise auf das Dach. Danach kam die Sonne über die Berge.\n\t\t-- Anonym\n%\n"
+        "Der Kellner im Café bringt uns heute den Kuchen.\n%\nEr wurde 90. Dann starb er ganz ruhig im Bett.\n"
+    )
+    sentences, dropped = read_sentences(path, GERMAN)
+    assert [s.text for s in sentences] == ["DANACH KAM DIE SONNE ÜBER DIE BERGE"]
+    # "3. Mai" and "90. Dann" do not end a sentence (a period after digits): both pieces keep their digits.
+    assert dropped == {"digits": 2, "characters outside the German alphabet": 1}
