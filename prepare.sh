@@ -14,6 +14,10 @@
 #            --source-train N --source-dev N --source-test N --target-train N --target-dev N --target-test N
 #            --target-b-train N --target-b-dev N --target-b-test N
 #            (utterances; 0 skips a split, e.g. --source-train 0 when the pretrained base model is shipped)
+#   --german: a fourth domain, in German (Debian's fortunes-de read by German espeak-ng voices, clean
+#     16 kHz), prepared only when asked for: stages 0-2 also write its german_* files, and
+#   stage 4  BPE (unigram 250) on the german train text -> data/lang_bpe_250_de/{bpe.model,tokens.txt}
+#     sizes: --german-train N --german-dev N --german-test N (with --german)
 #
 # --dataset librispeech: lhotse's LibriSpeech recipe (needs internet for stage 0)
 #   stage 0  download to --dl-dir (default download/)   -> download/LibriSpeech
@@ -41,12 +45,14 @@ stop_stage=100
 num_jobs=2
 seed=42
 quick=false
+german=false
 corpus_config=""
 dl_dir=download
 corpus_dir=""
 librispeech_parts="librispeech"
 gigaspeech_password="${GIGASPEECH_PASSWORD:-}"
 size_args=()
+german_size_args=()
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "prepare.sh: error: $*" >&2; exit 1; }
@@ -61,6 +67,7 @@ while (($#)); do
     --num-jobs) num_jobs=$(value "$@"); shift 2 ;;
     --seed) seed=$(value "$@"); shift 2 ;;
     --quick) quick=true; shift ;;
+    --german) german=true; shift ;;
     --corpus-config) corpus_config=$(value "$@"); shift 2 ;;
     --dl-dir) dl_dir=$(value "$@"); shift 2 ;;
     --corpus-dir) corpus_dir=$(value "$@"); shift 2 ;;
@@ -68,12 +75,14 @@ while (($#)); do
     --gigaspeech-password) gigaspeech_password=$(value "$@"); shift 2 ;;
     --source-train|--source-dev|--source-test|--target-train|--target-dev|--target-test|--target-b-train|--target-b-dev|--target-b-test)
       size_args+=("$1" "$(value "$@")"); shift 2 ;;
+    --german-train|--german-dev|--german-test) german_size_args+=("$1" "$(value "$@")"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1' (see ./prepare.sh --help)" ;;
   esac
 done
 case "$dataset" in synth|librispeech|gigaspeech) ;; *) die "--dataset must be synth, librispeech or gigaspeech, got '$dataset'" ;; esac
 [[ "$stage" =~ ^-?[0-9]+$ && "$stop_stage" =~ ^-?[0-9]+$ ]] || die "--stage and --stop-stage take integers"
+((${#german_size_args[@]} == 0)) || $german || die "${german_size_args[0]} needs --german (the german domain is prepared only when asked for)"
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (prepare.sh:${dataset}) $*"; }
 run_stage() { ((stage <= $1 && $1 <= stop_stage)); }
@@ -89,6 +98,10 @@ if [[ $dataset == synth ]]; then
   [[ -n $corpus_config ]] && corpus_args+=(--corpus-config "$corpus_config")
   corpus_args+=("${size_args[@]}")
   read -ra domains <<< "$($python -c 'import local.synth.corpus_config as c; print(*c.DOMAINS)')"
+  if $german; then
+    corpus_args+=(--german "${german_size_args[@]}")
+    domains+=(german)
+  fi
 
   if run_stage 0; then
     log "stage 0: text partitions from Debian's fortunes"
@@ -109,6 +122,10 @@ if [[ $dataset == synth ]]; then
   if run_stage 3; then
     log "stage 3: BPE model (unigram, 500) on the source train text"
     $python local/prepare_lang.py --lang-dir $lang_dir --vocab-size 500 --text data/local/text/source_train.tsv
+  fi
+  if $german && run_stage 4; then
+    log "stage 4: BPE model (unigram, 250) on the german train text"
+    $python local/prepare_lang.py --lang-dir data/lang_bpe_250_de --vocab-size 250 --text data/local/text/german_train.tsv
   fi
   summary_files=()
   for domain in "${domains[@]}"; do summary_files+=(data/fbank/"${domain}"_cuts_{train,dev,test}.jsonl.gz); done

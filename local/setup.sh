@@ -10,7 +10,7 @@ set -euo pipefail
 repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv_dir="${VENV_DIR:-$repo_dir/.venv}"
 
-apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min)
+apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min fortunes-de)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [setup] $*"; }
 

@@ -1,4 +1,4 @@
-"""BPE model and tokens.txt (icefall's lang_bpe_500 layout)."""
+"""BPE models and tokens.txt (icefall's lang_bpe_500 layout; the german domain's lang_bpe_250_de)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +7,7 @@ import pytest
 import sentencepiece as spm
 from lhotse import SupervisionSegment, SupervisionSet
 
+from local.languages import GERMAN
 from local.prepare_lang import read_manifest_texts, read_text_lines, train_bpe
 from local.text_corpus import FORTUNES_DIR, sentences_from_file
 from zipformer.core.errors import UserError
@@ -70,3 +71,17 @@ def test_cli_reports_missing_input(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "error: text file" in result.stderr and "nope.txt not found" in result.stderr
+
+
+def test_german_bpe_keeps_the_special_ids_and_its_letters(tmp_path: Path):
+    if not (FORTUNES_DIR / "de" / "unfug").is_file():
+        pytest.skip("Debian fortunes-de not installed (run ./local/setup.sh)")
+    sentences = [s.text for topic in ("unfug", "witze", "sprueche") for s in sentences_from_file(FORTUNES_DIR / "de" / topic, GERMAN)]
+    model = train_bpe(sentences, tmp_path / "lang_bpe_250_de", vocab_size=250)
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    assert sp.get_piece_size() == 250 and [sp.id_to_piece(i) for i in range(3)] == ["<blk>", "<sos/eos>", "<unk>"]
+    assert (tmp_path / "lang_bpe_250_de" / "tokens.txt").read_text().splitlines()[:3] == ["<blk> 0", "<sos/eos> 1", "<unk> 2"]
+    ids = sp.encode("DIE GRÖßE ÜBER ALLES")
+    assert ids and sp.unk_id() not in ids and sp.decode(ids) == "DIE GRÖßE ÜBER ALLES"
+    pieces = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
+    assert {"ß", "Ä", "Ö", "Ü"} <= {c for piece in pieces for c in piece}

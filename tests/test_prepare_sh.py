@@ -18,9 +18,8 @@ def run_prepare(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["./prepare.sh", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("repo")
+def copy_repo(repo: Path) -> Path:
+    """What prepare.sh needs, copied into the empty folder `repo`, with the shared .venv linked."""
     for name in ("prepare.sh", "requirements.txt", "pyproject.toml"):
         shutil.copy2(REPO / name, repo / name)
     for name in ("local", "zipformer"):
@@ -29,12 +28,19 @@ def repo_copy(tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
 def test_bad_options_fail_fast(repo_copy: Path):
     result = run_prepare(repo_copy, "--dataset", "timit")
     assert result.returncode != 0 and "--dataset must be synth, librispeech or gigaspeech" in result.stderr
     result = run_prepare(repo_copy, "--frobnicate")
     assert result.returncode != 0 and "unknown option '--frobnicate'" in result.stderr
     assert "[--stage N] [--stop-stage M]" in run_prepare(repo_copy, "--help").stdout
+    result = run_prepare(repo_copy, "--german-train", "3")
+    assert result.returncode != 0 and "--german-train needs --german" in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [(["--stage"], "--stage needs a value"), (["--stage", "x"], "take integers"),
@@ -60,6 +66,8 @@ def test_synth_and_librispeech_paths(repo_copy: Path, monkeypatch):
     assert (lang / "bpe.model").is_file() and len((lang / "tokens.txt").read_text().splitlines()) == 500
     assert "source_cuts_train.jsonl.gz" in result.stdout and "target_b_cuts_test.jsonl.gz" in result.stdout
     assert "done in" in result.stdout
+    # The german domain only with --german: the default run neither synthesizes it nor trains its BPE.
+    assert not list((repo_copy / "data").rglob("german*")) and not (repo_copy / "data" / "lang_bpe_250_de").exists()
 
     # Everything is up to date: a rerun of the synthesis and feature stages rewrites nothing.
     manifest = repo_copy / "data" / "manifests" / "target_recordings_train.jsonl.gz"
@@ -91,3 +99,22 @@ def test_synth_and_librispeech_paths(repo_copy: Path, monkeypatch):
     assert len(load_manifest(fbank / "librispeech_cuts_train-all-shuf.jsonl.gz")) == 9
     for part in ("dev-clean", "test-other"):
         assert len(load_manifest(fbank / f"librispeech_cuts_{part}.jsonl.gz")) == 2
+
+
+@pytest.mark.slow
+def test_german_domain_end_to_end(tmp_path: Path, monkeypatch):
+    repo = copy_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    english_off = [arg for flag in TINY[::2] for arg in (flag, "0")]
+    result = run_prepare(repo, "--num-jobs", "1", *english_off, "--german", "--german-train", "3", "--german-dev", "2", "--german-test", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for split in ("train", "dev", "test"):
+        cuts = load_manifest(repo / "data" / "fbank" / f"german_cuts_{split}.jsonl.gz")
+        assert len(cuts) == (3 if split == "train" else 2)
+        assert cuts[0].load_features().shape[1] == 80 and cuts[0].supervisions[0].language == "German"
+    assert not list((repo / "data" / "fbank").glob("source_cuts_*"))
+    lang = repo / "data" / "lang_bpe_250_de"
+    assert (lang / "bpe.model").is_file() and (lang / "tokens.txt").read_text().splitlines()[:3] == ["<blk> 0", "<sos/eos> 1", "<unk> 2"]
+    assert len((lang / "tokens.txt").read_text().splitlines()) == 250
+    assert "stage 4: BPE model (unigram, 250) on the german train text" in result.stdout
+    assert "german_cuts_test.jsonl.gz" in result.stdout

@@ -1,4 +1,4 @@
-"""Synthesis of the embedded corpus: audio, channel, manifests, features, splits, stage skipping."""
+"""Synthesis of the embedded corpus: audio, channel, manifests, features, splits, stage skipping, the german domain."""
 import os
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from local.synth.channel import render_waveform
-from local.synth.corpus_config import DOMAINS, SPLITS, EngineVoices, RoomConfig, load_config
+from local.synth.corpus_config import ALL_DOMAINS, DOMAINS, SPLITS, EngineVoices, RoomConfig, load_config
 from local.synth.corpus_plan import RenderSpec, build_speakers
 from local.synth.synthesize_corpus import (
     manifest_paths,
@@ -239,3 +239,62 @@ def test_corpus_stages_write_disjoint_splits_and_skip_when_done(tmp_path: Path):
     config.target.sizes["train"], config.source.sizes["train"] = 3, 0
     prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)
     assert os.stat(manifest_paths(manifest_dir, "source", "train")[0]).st_mtime_ns == stamp_time
+
+
+GERMAN_TEXTS = ["Große Äpfel fallen heute über den Zaun.", "Sie wurde gestern 90 Jahre alt."]
+
+
+def test_german_voices_read_german_transcripts(tmp_path: Path):
+    cuts = synthesize_utterances(GERMAN_TEXTS, tmp_path, domain="german", seed=3, compute_features=False)
+    assert [c.supervisions[0].text for c in cuts] == [
+        "GROßE ÄPFEL FALLEN HEUTE ÜBER DEN ZAUN", "SIE WURDE GESTERN NEUNZIG JAHRE ALT"
+    ]
+    for cut in cuts:
+        sup = cut.supervisions[0]
+        assert sup.language == "German" and sup.custom["domain"] == "german" and sup.speaker.startswith("G")
+        assert sup.custom["voice"].startswith("de+") and not sup.custom["telephone"] and not sup.custom["room"]
+        assert cut.duration > 1.0 and cut.recording.sampling_rate == 16000
+    english = synthesize_utterances(TEXTS[:1], tmp_path / "en", seed=3, compute_features=False)
+    assert english[0].supervisions[0].language == "English"
+
+
+def test_german_speakers_are_held_out_and_their_own():
+    config = load_config(seed=1, domains=ALL_DOMAINS)
+    speakers = build_speakers("german", config.german, seed=1)
+    voices = {split: {s.voice for s in speakers[split]} for split in SPLITS}
+    assert len(voices["dev"]) == len(voices["test"]) == 3 and len(voices["train"]) == 14
+    assert not voices["train"] & (voices["dev"] | voices["test"]) and not voices["dev"] & voices["test"]
+    english = {s.id for d in DOMAINS for split in SPLITS for s in build_speakers(d, config.domain(d), seed=1)[split]}
+    assert not english & {s.id for split in SPLITS for s in speakers[split]}
+
+
+@pytest.mark.skipif(not (FORTUNES_DIR / "de" / "unfug").is_file(), reason="Debian fortunes-de not installed")
+def test_german_corpus_stages_write_disjoint_splits_only_when_asked_for(tmp_path: Path):
+    english_off = {d: {s: 0 for s in SPLITS} for d in DOMAINS}
+    config = load_config(seed=5, sizes={**english_off, "german": {"train": 3, "dev": 2, "test": 2}}, domains=ALL_DOMAINS)
+    config.source.topics, config.target.topics, config.target_b.topics = ["wisdom"], ["computers"], ["perl"]
+    config.german.topics = ["de/unfug", "de/sprueche"]
+    for name in ALL_DOMAINS:
+        config.domain(name).text_reserve = {"dev": 10, "test": 10}
+    text_dir, audio_dir, manifest_dir = tmp_path / "text", tmp_path / "audio", tmp_path / "manifests"
+    prepare_text(config, text_dir)
+    prepare_audio(config, text_dir, audio_dir, manifest_dir, num_jobs=1)
+    texts, speakers = {}, {}
+    for split in SPLITS:
+        _, sup_path = manifest_paths(manifest_dir, "german", split)
+        supervisions = load_manifest(sup_path)
+        assert len(supervisions) == (3 if split == "train" else 2)
+        assert all(s.language == "German" for s in supervisions)
+        texts[split], speakers[split] = {s.text for s in supervisions}, {s.speaker for s in supervisions}
+    assert not texts["train"] & texts["dev"] and not texts["train"] & texts["test"] and not texts["dev"] & texts["test"]
+    assert not speakers["train"] & (speakers["dev"] | speakers["test"])
+    assert not list(manifest_dir.glob("source_*"))  # English sizes 0: nothing synthesized
+    # Without the german domain the text stage writes the English partitions only.
+    english_only = load_config(seed=5)
+    english_only.source.topics, english_only.target.topics, english_only.target_b.topics = ["wisdom"], ["computers"], ["perl"]
+    for name in DOMAINS:
+        english_only.domain(name).text_reserve = {"dev": 10, "test": 10}
+    prepare_text(english_only, tmp_path / "english")
+    assert sorted(p.name for p in (tmp_path / "english").glob("*.tsv")) == sorted(
+        f"{d}_{s}.tsv" for d in DOMAINS for s in SPLITS
+    )

@@ -1,20 +1,33 @@
-"""Text side of the embedded corpus: normalisation, sentence filter, topic split, corpus config."""
+"""Text side of the embedded corpus: normalisation (English, German), sentence filter, topic split, corpus config."""
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
-from local.synth.corpus_config import DEFAULT_SIZES, DOMAINS, QUICK_SIZES, RoomConfig, load_config
-from local.synth.synthesize_corpus import prepare_text, read_text_pools, split_stamp
+from local.languages import ENGLISH, GERMAN, spell_numbers
+from local.synth.corpus_config import (
+    ALL_DOMAINS,
+    DEFAULT_SIZES,
+    DOMAINS,
+    QUICK_SIZES,
+    RoomConfig,
+    domain_language,
+    load_config,
+)
+from local.synth.synthesize_corpus import prepare_text, read_text_pools, split_stamp, text_stamp
 from local.text_corpus import (
     FORTUNES_DIR,
     build_text_pools,
     fortune_entries,
     is_speakable,
     normalize_text,
+    read_sentences,
+    rejection,
     sentences_from_file,
+    spoken_form,
 )
 from zipformer.core.errors import UserError
 
@@ -195,3 +208,110 @@ def test_source_and_target_text_and_stamps_are_unchanged_by_target_b(tmp_path: P
             domain, split = name.split("_")
             stamp = split_stamp(config, domain, split, pools[domain][split][: config.domain(domain).sizes[split]])
             assert hashlib.sha256(stamp.encode()).hexdigest() == expected, (quick, name)
+
+
+needs_german_fortunes = pytest.mark.skipif(
+    not (FORTUNES_DIR / "de" / "zitate").is_file(), reason="Debian fortunes-de not installed (run ./local/setup.sh)"
+)
+
+
+def test_german_transcripts_keep_their_letters():
+    assert normalize_text("Große Äpfel fallen über Öl, geht's?", GERMAN) == "GROßE ÄPFEL FALLEN ÜBER ÖL GEHT'S"
+    assert GERMAN.upper("straße") == "STRAßE"  # ß has no capital in use: not "STRASSE"
+    assert normalize_text("Große Äpfel") == "GRO E PFEL"  # English keeps a-z only
+
+
+@pytest.mark.parametrize(
+    "text, spoken",
+    [
+        ("Er wurde 90.", "Er wurde neunzig."),
+        ("Wir hatten 70.000 Abgänge.", "Wir hatten siebzigtausend Abgänge."),  # "." groups thousands
+        ("Bei 0,5 Quadratkilometern.", "Bei null Komma fünf Quadratkilometern."),
+        ("Sie standen bis 1822 auf dem Index.", "Sie standen bis achtzehnhundertzweiundzwanzig auf dem Index."),
+        ("Zähl 3, 4 und 5!", "Zähl drei, vier und fünf!"),
+        ("Er kam am 3. Mai.", "Er kam am 3. Mai."),  # an ordinal: left as digits, the sentence is dropped
+        ("Das kostet 5% mehr.", "Das kostet 5% mehr."),
+        ("Um 20:15 Uhr.", "Um 20:15 Uhr."),
+        ("Agent 007 kommt.", "Agent 007 kommt."),
+    ],
+)
+def test_german_numbers_are_read_in_german(text, spoken):
+    assert spoken_form(text, GERMAN) == spoken
+    assert spell_numbers(text, ENGLISH) == text  # English keeps its digits (and drops the sentence)
+
+
+@pytest.mark.parametrize(
+    "sentence, reason",
+    [
+        ("Die Vernunft über alles stellen ist töricht.", None),
+        ("Sie wurde heute 90 Jahre alt.", None),
+        ("Wir sitzen im Café und trinken Tee.", "characters outside the German alphabet"),
+        ("Er kam am 3. Mai nach Hause.", "digits"),
+        ("Die EU ist groß und weit.", "acronyms"),
+        ("Das sagte mir gestern Dr.", "abbreviations"),
+        ("Das ist die Sache z.", "single letters"),
+        ("Viel zu kurz.", "fewer than 4 or more than 20 words"),
+    ],
+)
+def test_german_sentence_filter_names_why_a_sentence_is_dropped(sentence, reason):
+    assert rejection(spoken_form(sentence, GERMAN), GERMAN) == reason
+
+
+def test_german_entries_are_cut_into_sentences_and_the_drops_counted(tmp_path: Path):
+    path = tmp_path / "zitate"
+    path.write_text(
+        "Am 3. Mai fällt der Regen leise auf das Dach. Danach kam die Sonne über die Berge.\n\t\t-- Anonym\n%\n"
+        "Der Kellner im Café bringt uns heute den Kuchen.\n%\nEr wurde 90. Dann starb er ganz ruhig im Bett.\n"
+    )
+    sentences, dropped = read_sentences(path, GERMAN)
+    assert [s.text for s in sentences] == ["DANACH KAM DIE SONNE ÜBER DIE BERGE"]
+    # "3. Mai" and "90. Dann" do not end a sentence (a period after digits): both pieces keep their digits.
+    assert dropped == {"digits": 2, "characters outside the German alphabet": 1}
+
+
+def test_german_domain_is_prepared_only_when_asked_for(tmp_path: Path):
+    assert load_config().domains == DOMAINS and "german" not in DOMAINS
+    config = load_config(domains=ALL_DOMAINS)
+    assert config.domains == ("source", "target", "target_b", "german")
+    assert config.german.sizes == DEFAULT_SIZES["german"] and config.german.language == "de"
+    assert load_config(quick=True, domains=ALL_DOMAINS).german.sizes == QUICK_SIZES["german"]
+    assert all(topic.startswith("de/") for topic in config.german.topics)
+    assert all(voice.startswith("de+") for engine in config.german.engines for voice in engine.voices)
+    assert domain_language(config.german) is GERMAN and domain_language(config.source) is ENGLISH
+    with pytest.raises(UserError, match="german train, a domain not prepared: ask for it with --german"):
+        load_config(sizes={"german": {"train": 5}})
+    with pytest.raises(UserError, match="prepare source, target, target_b, then any of german"):
+        load_config(domains=("german", "source", "target", "target_b"))
+    override = tmp_path / "c.json"
+    override.write_text(json.dumps({"domains": ["source"]}))
+    with pytest.raises(UserError, match="'domains' is not a setting"):
+        load_config(config_file=override)
+    override.write_text(json.dumps({"german": {"language": "xx"}}))
+    with pytest.raises(UserError, match="unknown language 'xx'"):
+        load_config(config_file=override, domains=ALL_DOMAINS)
+
+
+@needs_fortunes
+@needs_german_fortunes
+def test_german_text_partitions_are_disjoint_and_leave_the_english_ones_unchanged(tmp_path: Path, caplog):
+    config = load_config(seed=42, domains=ALL_DOMAINS)
+    with caplog.at_level(logging.INFO):
+        prepare_text(config, tmp_path)
+    for name, expected in TEXT_SHA256.items():
+        assert hashlib.sha256((tmp_path / f"{name}.tsv").read_bytes()).hexdigest() == expected, name
+    pools = read_text_pools(tmp_path, ALL_DOMAINS)
+    german = {split: [s.text for s in pools["german"][split]] for split in ("train", "dev", "test")}
+    assert len(german["dev"]) == len(german["test"]) == 400 and len(german["train"]) > 15000
+    texts = {split: set(german[split]) for split in german}
+    assert all(len(texts[split]) == len(german[split]) for split in german)
+    assert not texts["train"] & texts["dev"] and not texts["train"] & texts["test"] and not texts["dev"] & texts["test"]
+    letters = set("ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜß' ")
+    assert all(set(text) <= letters for split in german for text in german[split])
+    assert any("ß" in text for text in german["train"]) and any("Ü" in text for text in german["train"])
+    english = {s.text for d in DOMAINS for split in ("train", "dev", "test") for s in pools[d][split]}
+    assert not english & (texts["train"] | texts["dev"] | texts["test"])
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("german: ")]
+    assert logged and "German sentences" in logged[0] and "characters outside the German alphabet" in logged[0]
+    # The default corpus's text stamp is the one it had before the german domain existed.
+    assert text_stamp(config) != text_stamp(load_config(seed=42))
+    assert "german" not in text_stamp(load_config(seed=42))

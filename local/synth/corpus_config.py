@@ -1,10 +1,11 @@
-"""Every knob of the embedded three-domain corpus, in one place.
+"""Every knob of the embedded corpus (three English domains and a German one), in one place.
 
 The corpus is a miniature of "LibriSpeech -> GigaSpeech": a *source* domain of clean read speech
 (stands for LibriSpeech) and a *target* domain (stands for GigaSpeech) that differs by channel,
 speaking rate, speakers and topics; a second target domain, *target_b*, differs from the source in
 another way (a far-field room instead of a telephone line), for several domains on one base. All
-are synthesized offline with Debian's TTS engines and sox.
+are synthesized offline with Debian's TTS engines and sox. A fourth domain, *german*, is a new
+language for a new vocabulary: German voices reading German text (prepared only when asked for).
 
 How the domain shifts are built (defaults below; all of it is configurable):
 
@@ -55,6 +56,16 @@ and adapters learn it: a small room plus a mild EQ (+8 dB at 200 Hz, -12 dB at 3
 and -12 to -14% with adapters; the default's stronger EQ gives 63.2%, and
 52.1% with adapters (-17.6%; the loss -19%).
 
+german (`./prepare.sh --german`): espeak-ng's German voice in 20 variants (m1-m8, f1-f5, the
+Klatt voices klatt, klatt2, klatt3, and anika, norbert, steph, linda; flite and festival have no
+German), one pseudo-speaker each, 3 held out for dev and 3 for test; speaking rate 0.85-1.10 x;
+clean 16 kHz, no augmentation: the shift from the source is the language (words, letters, the
+voice's phonetics), not the channel. Text: the German prose of Debian's fortunes-de (GERMAN_TOPICS;
+18403 usable sentences, 17603 for train), normalised by local/languages.py (ä, ö, ü, ß kept;
+numbers read by num2words). At 4.1 s per utterance, 880 train utterances are an hour of audio;
+200 + 200 for dev and test (0.25 h and 0.24 h). Its BPE model (data/lang_bpe_250_de, prepare.sh
+stage 4) is trained on its train text partition.
+
 Tuning (pass a JSON file to `prepare.sh --corpus-config FILE`, keys as in the dataclasses below,
 e.g. {"target": {"channel": {"noise_prob": 1.0, "snr_db": [25, 35]}}}):
 - target too hard: set target.channel.telephone false, narrow target.speakers.rate_range towards 1.0;
@@ -71,8 +82,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from local.languages import ENGLISH, Language, language_named
 from zipformer.core.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -159,37 +171,68 @@ class DomainConfig:
     # An earlier domain whose train text partition is added to this domain's own (when its topics
     # have too few sentences for a train set); dev and test text stay this domain's own topics.
     extra_train_text_from: Optional[str] = None
+    # The language of its text and voices (local/languages.py: "de"); None: English, the corpus's
+    # first language (left out of the stamps, as every setting that is off).
+    language: Optional[str] = None
+
+
+def domain_language(domain: DomainConfig) -> Language:
+    """The Language of a domain's sentences and voices (English unless its config names another)."""
+    return ENGLISH if domain.language is None else language_named(domain.language)
+
+
+# The English domains, in the order of their text partitions (a later domain never changes an
+# earlier one's): the corpus ./prepare.sh prepares by default.
+DOMAINS = ("source", "target", "target_b")
+# Domains in another language, after the English ones: prepared only when asked for (./prepare.sh --german).
+LANGUAGE_DOMAINS = ("german",)
+ALL_DOMAINS = DOMAINS + LANGUAGE_DOMAINS
 
 
 @dataclass
 class CorpusConfig:
-    """The seed and one DomainConfig per domain; a domain is a field here (and a default below)."""
+    """The seed, one DomainConfig per domain (a field here and a default below), and the domains prepared."""
 
     seed: int
     source: DomainConfig
     target: DomainConfig
     target_b: DomainConfig
+    german: DomainConfig
+    domains: Tuple[str, ...] = DOMAINS  # DOMAINS, then any of LANGUAGE_DOMAINS asked for
 
     def domain(self, name: str) -> DomainConfig:
-        if name not in DOMAINS:
-            raise UserError(f"unknown domain '{name}': use one of {', '.join(DOMAINS)}")
+        if name not in ALL_DOMAINS:
+            raise UserError(f"unknown domain '{name}': use one of {', '.join(ALL_DOMAINS)}")
         return getattr(self, name)
-
-
-# The domains in the order of their text partitions (a later domain never changes an earlier one's).
-DOMAINS = tuple(f.name for f in dataclasses.fields(CorpusConfig) if f.name != "seed")
 
 
 DEFAULT_SIZES = {
     "source": {"train": 3600, "dev": 150, "test": 150},  # ~3.5 h, 0.15 h, 0.15 h
     "target": {"train": 1100, "dev": 250, "test": 250},  # ~0.8 h, 0.19 h, 0.19 h
     "target_b": {"train": 850, "dev": 180, "test": 180},  # 0.88 h (slower than target), 0.14 h, 0.16 h
+    "german": {"train": 880, "dev": 200, "test": 200},  # 1.0 h, 0.25 h, 0.24 h
 }
 QUICK_SIZES = {
     "source": {"train": 200, "dev": 40, "test": 40},
     "target": {"train": 200, "dev": 40, "test": 40},
     "target_b": {"train": 200, "dev": 40, "test": 40},
+    "german": {"train": 200, "dev": 40, "test": 40},
 }
+
+# espeak-ng's variants for the German voice: its male and female ones, the Klatt voices, four more.
+ESPEAK_GERMAN_VARIANTS = (
+    [f"m{i}" for i in range(1, 9)] + [f"f{i}" for i in range(1, 6)]
+    + ["klatt", "klatt2", "klatt3", "anika", "norbert", "steph", "linda"]
+)
+# German prose from fortunes-de; left out: ASCII art, English phrases (translations), IRC logs and
+# computer jargon (channel-debian.fortunes, linuxtag, infodrom, debian, computer, ms).
+GERMAN_TOPICS = [
+    "anekdoten", "bahnhof", "beilagen", "brot", "dessert", "doppelsinnig", "elefanten", "fussball",
+    "gedichte", "hauptgericht", "holenlassen", "huhn", "kalt", "kinderzitate", "kuchen", "letzteworte",
+    "lieberals", "loewe", "mathematiker", "murphy", "namen", "plaetzchen", "quiz", "regeln", "salat",
+    "sauce", "sicherheitshinweise", "sprichworte", "sprichwortev", "sprueche", "stilblueten", "suppe",
+    "tips", "unfug", "vornamen", "vorspeise", "warmduscher", "witze", "woerterbuch", "wusstensie", "zitate",
+]
 
 
 def default_config(seed: int = 42, quick: bool = False) -> CorpusConfig:
@@ -244,7 +287,20 @@ def default_config(seed: int = 42, quick: bool = False) -> CorpusConfig:
         sizes=dict(sizes["target_b"]),
         extra_train_text_from="target",
     )
-    return CorpusConfig(seed=seed, source=source, target=target, target_b=target_b)
+    german = DomainConfig(
+        topics=[f"de/{topic}" for topic in GERMAN_TOPICS],
+        engines=[
+            EngineVoices("espeak-ng", [f"de+{variant}" for variant in ESPEAK_GERMAN_VARIANTS], share=1.0,
+                         heldout_dev=3, heldout_test=3),
+        ],
+        speakers=SpeakerConfig(rate_range=(0.85, 1.10)),
+        channel=ChannelConfig(),
+        train_augment=AugmentConfig(),
+        text_reserve={"dev": 400, "test": 400},
+        sizes=dict(sizes["german"]),
+        language="de",
+    )
+    return CorpusConfig(seed=seed, source=source, target=target, target_b=target_b, german=german)
 
 
 def _override(obj: Any, overrides: Dict[str, Any], where: str) -> Any:
@@ -282,25 +338,38 @@ def load_config(
     quick: bool = False,
     config_file: Optional[Path] = None,
     sizes: Optional[Dict[str, Dict[str, int]]] = None,
+    domains: Sequence[str] = DOMAINS,
 ) -> CorpusConfig:
-    """Defaults, then the JSON `config_file`, then explicit `sizes` ({domain: {split: n}})."""
-    config = default_config(seed=seed, quick=quick)
+    """Defaults, then the JSON `config_file`, then explicit `sizes` ({domain: {split: n}}).
+
+    `domains`: the domains prepared, DOMAINS and any of LANGUAGE_DOMAINS after them (ALL_DOMAINS).
+    """
+    config = dataclasses.replace(default_config(seed=seed, quick=quick), domains=tuple(domains))
     if config_file is not None:
         try:
             overrides = json.loads(Path(config_file).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"cannot read corpus config {config_file}: {e}; pass a JSON file") from None
+        if isinstance(overrides, dict) and "domains" in overrides:
+            raise UserError("corpus config: 'domains' is not a setting: ask for the german domain with --german")
         config = _override(config, overrides, "config")
     for domain, split_sizes in (sizes or {}).items():
         for split, n in split_sizes.items():
             if n is not None:
+                if domain not in config.domains:
+                    raise UserError(f"a size for {domain} {split}, a domain not prepared: ask for it with --{domain}")
                 config.domain(domain).sizes[split] = n
     validate_config(config)
     return config
 
 
 def validate_config(config: CorpusConfig) -> None:
-    for name in DOMAINS:
+    if config.domains != DOMAINS + tuple(d for d in LANGUAGE_DOMAINS if d in config.domains):
+        raise UserError(
+            f"domains {', '.join(config.domains)}: prepare {', '.join(DOMAINS)}, then any of "
+            f"{', '.join(LANGUAGE_DOMAINS)} in this order"
+        )
+    for name in config.domains:
         domain = config.domain(name)
         for split in SPLITS:
             n = domain.sizes.get(split, 0)
@@ -316,11 +385,13 @@ def validate_config(config: CorpusConfig) -> None:
         if not domain.engines or abs(sum(e.share for e in domain.engines) - 1.0) > 1e-6:
             raise UserError(f"{name}.engines: the shares must add up to 1")
         donor = domain.extra_train_text_from
-        if donor is not None and (donor not in DOMAINS or DOMAINS.index(donor) >= DOMAINS.index(name)):
+        earlier = config.domains[: config.domains.index(name)]
+        if donor is not None and donor not in earlier:
             raise UserError(
                 f"{name}.extra_train_text_from: '{donor}' is not a domain before {name} "
-                f"(use one of {', '.join(DOMAINS[: DOMAINS.index(name)]) or 'none'})"
+                f"(use one of {', '.join(earlier) or 'none'})"
             )
+        domain_language(domain)  # a UserError for an unknown language
         for engine in domain.engines:
             if engine.engine not in ("espeak-ng", "flite", "festival"):
                 raise UserError(

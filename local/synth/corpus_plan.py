@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from local.synth.corpus_config import (
-    DOMAINS,
     SPLITS,
     AugmentConfig,
     ChannelConfig,
     CorpusConfig,
     DomainConfig,
     RoomConfig,
+    domain_language,
 )
 from local.text_corpus import Sentence
 from zipformer.core.errors import UserError
@@ -56,6 +56,7 @@ class UtterancePlan:
     speaker: Speaker
     rate: float  # this utterance's speaking rate
     render: RenderSpec
+    language: str  # lhotse's name of the sentence's language ("English", "German")
 
 
 def _uniform(rng: random.Random, bounds: Sequence[float]) -> float:
@@ -157,6 +158,7 @@ def plan_split(
     weights = [e.share for e in engines]
     augment = domain.train_augment if split == "train" else None
     prefix = id_prefix or f"{domain_name}-{split}"
+    language = domain_language(domain).name
     plans = []
     for index, sentence in enumerate(sentences):
         engine = rng.choices(engines, weights=weights)[0].engine
@@ -171,6 +173,7 @@ def plan_split(
                 speaker=speaker,
                 rate=round(rate, 4),
                 render=_render_spec(rng, domain.channel, speaker, augment),
+                language=language,
             )
         )
     return plans
@@ -181,7 +184,7 @@ def plan_corpus(
 ) -> Dict[Tuple[str, str], List[UtterancePlan]]:
     """Plans of every (domain, split), sized by config.<domain>.sizes."""
     plans = {}
-    for domain_name in DOMAINS:
+    for domain_name in config.domains:
         domain = config.domain(domain_name)
         speakers = build_speakers(domain_name, domain, config.seed)
         for split in SPLITS:

@@ -7,6 +7,7 @@ Usage:
   # stage "audio": TTS + channel -> data/audio/..., data/manifests/{domain}_{recordings,supervisions}_{split}.jsonl.gz
   ./local/synth/synthesize_corpus.py audio --text-dir data/local/text --audio-dir data/audio \
       --manifest-dir data/manifests --num-jobs 2 [--quick] [--source-train 3600 ...] [--corpus-config FILE.json]
+  # either stage with --german: the german domain too (German fortunes read by German voices)
 
 All knobs are in local/synth/corpus_config.py. A stage (for audio: a split) is skipped when its outputs
 exist and were made with the same settings; outputs made with other settings are an error (delete
@@ -31,10 +32,19 @@ from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, Supervis
 from lhotse.audio import AudioSource
 
 from local.features import compute_features_for_cuts
+from local.languages import spell_numbers
 from local.manifest_io import atomic_save
 from local.progress import ProgressLog
 from local.synth.channel import SAMPLE_RATE, render_waveform
-from local.synth.corpus_config import DOMAINS, SPLITS, CorpusConfig, EngineVoices, load_config
+from local.synth.corpus_config import (
+    ALL_DOMAINS,
+    DOMAINS,
+    SPLITS,
+    CorpusConfig,
+    EngineVoices,
+    domain_language,
+    load_config,
+)
 from local.synth.corpus_plan import UtterancePlan, build_speakers, plan_corpus, plan_split
 from local.synth.tts import check_tools, synthesize
 from local.text_corpus import Sentence, build_text_pools, normalize_text
@@ -114,7 +124,7 @@ def build_manifests(
                 duration=duration,
                 channel=0,
                 text=plan.sentence.text,
-                language="English",
+                language=plan.language,
                 speaker=plan.speaker.id,
                 custom={
                     "domain": plan.domain,
@@ -136,10 +146,11 @@ def build_manifests(
 
 
 def text_stamp(config: CorpusConfig) -> str:
-    relevant = {
-        d: (config.domain(d).topics, config.domain(d).text_reserve, config.domain(d).extra_train_text_from)
-        for d in DOMAINS
-    }
+    relevant = {}
+    for d in config.domains:
+        domain = config.domain(d)
+        settings = (domain.topics, domain.text_reserve, domain.extra_train_text_from)
+        relevant[d] = settings if domain.language is None else settings + (domain.language,)
     return f'{{"seed": {config.seed}, "text": {sorted(relevant.items())!r}}}'
 
 
@@ -148,18 +159,19 @@ def text_file(text_dir: Path, domain: str, split: str) -> Path:
 
 
 def prepare_text(config: CorpusConfig, text_dir: Path) -> None:
-    outputs = [text_file(text_dir, d, s) for d in DOMAINS for s in SPLITS]
+    outputs = [text_file(text_dir, d, s) for d in config.domains for s in SPLITS]
     stamp = text_dir / TEXT_STAMP
     if all(p.is_file() for p in outputs) and stamp.is_file() and stamp.read_text() == text_stamp(config):
         logging.info(f"text partitions in {text_dir} are up to date, skipping")
         return
     pools = build_text_pools(
-        {d: config.domain(d).topics for d in DOMAINS},
-        {d: config.domain(d).text_reserve for d in DOMAINS},
+        {d: config.domain(d).topics for d in config.domains},
+        {d: config.domain(d).text_reserve for d in config.domains},
         seed=config.seed,
-        extra_train_from={d: config.domain(d).extra_train_text_from for d in DOMAINS},
+        extra_train_from={d: config.domain(d).extra_train_text_from for d in config.domains},
+        languages={d: domain_language(config.domain(d)) for d in config.domains},
     )
-    for domain in DOMAINS:
+    for domain in config.domains:
         for split in SPLITS:
             lines = "".join(f"{s.text}\t{s.spoken}\n" for s in pools[domain][split])
             atomic_write_text(text_file(text_dir, domain, split), lines)
@@ -167,9 +179,9 @@ def prepare_text(config: CorpusConfig, text_dir: Path) -> None:
     atomic_write_text(stamp, text_stamp(config))
 
 
-def read_text_pools(text_dir: Path) -> Dict[str, Dict[str, List[Sentence]]]:
+def read_text_pools(text_dir: Path, domains: Sequence[str] = DOMAINS) -> Dict[str, Dict[str, List[Sentence]]]:
     pools = {}
-    for domain in DOMAINS:
+    for domain in domains:
         pools[domain] = {}
         for split in SPLITS:
             path = text_file(text_dir, domain, split)
@@ -197,7 +209,7 @@ def engine_voices(engines: Iterable[EngineVoices]) -> Dict[str, Set[str]]:
 
 def active_splits(config: CorpusConfig) -> List[Tuple[str, str]]:
     """(domain, split) pairs with at least one utterance."""
-    return [(d, s) for d in DOMAINS for s in SPLITS if config.domain(d).sizes[s] > 0]
+    return [(d, s) for d in config.domains for s in SPLITS if config.domain(d).sizes[s] > 0]
 
 
 def manifest_paths(manifest_dir: Path, domain: str, split: str) -> Tuple[Path, Path]:
@@ -238,7 +250,7 @@ def prepare_audio(config: CorpusConfig, text_dir: Path, audio_dir: Path, manifes
     A split whose manifests exist is skipped when it was made with the same settings (per-split
     stamp), and is an error otherwise: nothing is overwritten silently.
     """
-    pools = read_text_pools(text_dir)
+    pools = read_text_pools(text_dir, config.domains)
     todo, conflicts = [], []
     stamps = {}
     for domain, split in active_splits(config):
@@ -260,7 +272,7 @@ def prepare_audio(config: CorpusConfig, text_dir: Path, audio_dir: Path, manifes
         )
     if not todo:
         return
-    check_tools(engine_voices(e for d in DOMAINS for e in config.domain(d).engines))
+    check_tools(engine_voices(e for d in config.domains for e in config.domain(d).engines))
     plans = plan_corpus(config, pools)
     for domain, split in todo:
         split_plans = plans[(domain, split)]
@@ -292,10 +304,11 @@ def synthesize_utterances(
     """Synthesize `texts` with the `domain`'s voices and channel (fast: ~20-60 ms per utterance).
 
     Args:
-      texts: sentences in any casing/punctuation; supervisions get the normalised upper-case text.
+      texts: sentences in any casing/punctuation; supervisions get the normalised upper-case text
+        (in the domain's language: German keeps ä, ö, ü, ß and has its numbers read in words).
       out_dir: receives audio/{id}.flac and, with compute_features, feats/ (lilcom) + cuts.jsonl.gz.
-      domain: "source" (clean), "target" (telephone line, faster speech) or "target_b" (a fixed
-        far-field room); see local/synth/corpus_config.py.
+      domain: "source" (clean), "target" (telephone line, faster speech), "target_b" (a fixed
+        far-field room) or "german" (German voices, clean); see local/synth/corpus_config.py.
       split: whose pseudo-speakers speak ("train", or the held-out "dev"/"test" speakers).
       config: corpus settings (voices, channel, ...); default: local/synth/corpus_config.py's defaults.
       seed: seed of speakers and channel (config.seed instead when a config is given).
@@ -307,12 +320,14 @@ def synthesize_utterances(
     """
     out_dir = Path(out_dir)
     config = config or load_config(seed=seed)
+    language = domain_language(config.domain(domain))
     sentences = []
     for text in texts:
-        normalized = normalize_text(text)
+        spoken = spell_numbers(text, language)
+        normalized = normalize_text(spoken, language)
         if not normalized:
             raise UserError(f"text {text!r} has no words to speak")
-        sentences.append(Sentence(spoken=text, text=normalized))
+        sentences.append(Sentence(spoken=spoken, text=normalized))
     speakers = build_speakers(domain, config.domain(domain), config.seed)[split]
     check_tools(engine_voices(config.domain(domain).engines))
     plans = plan_split(config, domain, split, sentences, speakers, id_prefix=id_prefix)
@@ -333,7 +348,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the text split, speakers and channel")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for smoke tests (corpus_config.QUICK_SIZES)")
     parser.add_argument("--corpus-config", type=Path, help="JSON overrides of local/synth/corpus_config.py")
-    for domain in DOMAINS:
+    parser.add_argument("--german", action="store_true", help="the german domain too (German fortunes, German voices)")
+    for domain in ALL_DOMAINS:
         for split in SPLITS:
             parser.add_argument(
                 f"--{domain.replace('_', '-')}-{split}", dest=f"{domain}_{split}", type=int, help=f"utterances in {domain} {split}"
@@ -341,8 +357,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> CorpusConfig:
-    sizes = {d: {s: getattr(args, f"{d}_{s}") for s in SPLITS} for d in DOMAINS}
-    return load_config(seed=args.seed, quick=args.quick, config_file=args.corpus_config, sizes=sizes)
+    sizes = {d: {s: getattr(args, f"{d}_{s}") for s in SPLITS} for d in ALL_DOMAINS}
+    domains = ALL_DOMAINS if args.german else DOMAINS
+    return load_config(seed=args.seed, quick=args.quick, config_file=args.corpus_config, sizes=sizes, domains=domains)
 
 
 def get_parser() -> argparse.ArgumentParser:
