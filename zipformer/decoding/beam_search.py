@@ -7,7 +7,7 @@ The searches use only `model.decoder` (a stateless Decoder: the last `context_si
 include that context. Searches run without autograd.
 """
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -51,10 +51,18 @@ def _check_single(encoder_out: torch.Tensor) -> None:
         raise ValueError(f"encoder_out must be (1, T, C) for a single utterance, got shape {tuple(encoder_out.shape)}")
 
 
-def _sort_by_length(encoder_out_lens: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
-    """Longest first, so that the utterances still running at frame t are a prefix of the batch."""
+def _start_batch(
+    model: nn.Module, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor, searches: Sequence, what: str
+) -> Tuple[torch.Tensor, List[int], torch.Tensor]:
+    """The start both batched searches share: check the shapes and that `searches` (one per
+    utterance, named `what` in errors) fits the batch; sort the utterances longest first, so that
+    those still running at frame t are a prefix of the batch; project the encoder output once.
+    Returns (order (N,), sorted lengths, encoder_proj (N, T, joiner_dim) in that order)."""
+    _check_batch(encoder_out, encoder_out_lens)
+    if len(searches) != encoder_out.size(0):
+        raise ValueError(f"got {len(searches)} {what} for a batch of {encoder_out.size(0)}")
     order = torch.argsort(encoder_out_lens, descending=True, stable=True)
-    return order, encoder_out_lens[order].tolist()
+    return order, encoder_out_lens[order].tolist(), model.joiner.encoder_proj(encoder_out[order])
 
 
 def _best_by_length_norm(hyps: Hyps) -> Tuple[int, ...]:
@@ -94,16 +102,12 @@ def greedy_search_continue(
 ) -> None:
     """greedy_search_batch over more frames of utterances already partly decoded (streaming):
     `hyps` are the N token lists so far, context included, and are extended in place."""
-    _check_batch(encoder_out, encoder_out_lens)
-    if len(hyps) != encoder_out.size(0):
-        raise ValueError(f"got {len(hyps)} hypotheses for a batch of {encoder_out.size(0)}")
+    order, lens, encoder_proj = _start_batch(model, encoder_out, encoder_out_lens, hyps, "hypotheses")
     blank_id = model.decoder.blank_id
     context_size = model.decoder.context_size
     device = encoder_out.device
     if encoder_out.size(0) == 0:
         return
-    order, lens = _sort_by_length(encoder_out_lens)
-    encoder_proj = model.joiner.encoder_proj(encoder_out[order])  # (N, T, joiner_dim), projected once
 
     sorted_hyps = [hyps[i] for i in order.tolist()]  # the same lists, extended in place
     decoder_proj = _project_decoder(model, [tuple(h[-context_size:]) for h in sorted_hyps], device)
@@ -221,18 +225,14 @@ def modified_beam_search_continue(
 ) -> None:
     """modified_beam_search over more frames of utterances already partly decoded (streaming):
     `beams` holds each utterance's hypotheses so far and is updated in place."""
-    _check_batch(encoder_out, encoder_out_lens)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
-    if len(beams) != encoder_out.size(0):
-        raise ValueError(f"got {len(beams)} beams for a batch of {encoder_out.size(0)}")
+    order, lens, encoder_proj = _start_batch(model, encoder_out, encoder_out_lens, beams, "beams")
     blank_id = model.decoder.blank_id
     context_size = model.decoder.context_size
     device = encoder_out.device
     if encoder_out.size(0) == 0:
         return
-    order, lens = _sort_by_length(encoder_out_lens)
-    encoder_proj = model.joiner.encoder_proj(encoder_out[order])  # (N, T, joiner_dim)
 
     sorted_beams = [beams[i] for i in order.tolist()]
     num_active = len(lens)
